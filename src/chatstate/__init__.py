@@ -1,0 +1,1 @@
+"""chatstate: durable conversation state for multi-turn LLM chat."""

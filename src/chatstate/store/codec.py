@@ -1,0 +1,219 @@
+"""How events and cursors become bytes and back. JSON only, never pickle.
+
+Each event is stored as one JSON document (its *body*) carrying ``"v"``, the
+:data:`~chatstate.model.EVENT_SCHEMA_VERSION` it was written with. The place of an event in
+the log (seq, branch, time, token count, idempotency key) lives in the backend's own
+columns or fields and is passed back to :func:`decode_event`.
+"""
+
+from __future__ import annotations
+
+import base64
+import binascii
+import hashlib
+import json
+from collections.abc import Mapping, Sequence
+from datetime import datetime
+from typing import cast
+
+from chatstate.errors import SchemaMismatch, TooLarge, ValidationError
+from chatstate.model import (
+    EVENT_SCHEMA_VERSION,
+    ContentPart,
+    Event,
+    EventKind,
+    JSONValue,
+    NewEvent,
+    Role,
+    ToolCall,
+)
+from chatstate.store.rules import StoreLimits, check_json, check_new_event, check_text
+
+__all__ = [
+    "EncodedEvent",
+    "decode_cursor",
+    "decode_event",
+    "dumps",
+    "encode_appends",
+    "encode_cursor",
+    "encode_state",
+    "fingerprint",
+    "loads",
+]
+
+
+def dumps(value: object) -> str:
+    """Compact JSON, UTF-8 text kept as is, NaN refused."""
+    return json.dumps(value, ensure_ascii=False, separators=(",", ":"), allow_nan=False)
+
+
+def loads(text: str | bytes) -> JSONValue:
+    return cast(JSONValue, json.loads(text))
+
+
+class EncodedEvent:
+    """A validated event with its stored body, ready for a backend to write."""
+
+    __slots__ = ("body", "event", "size")
+
+    def __init__(self, event: NewEvent, body: str, size: int) -> None:
+        self.event = event
+        self.body = body
+        self.size = size
+
+
+def _body(event: NewEvent, index: int) -> dict[str, JSONValue]:
+    where = f"events[{index}]"
+    doc: dict[str, JSONValue] = {"v": EVENT_SCHEMA_VERSION, "kind": event.kind}
+    if event.role is not None:
+        doc["role"] = event.role
+    content = event.content
+    if isinstance(content, str):
+        check_text(content, f"{where}.content")
+        doc["content"] = content
+    elif content is not None:
+        parts: list[JSONValue] = [dict(p) for p in content]
+        check_json(parts, f"{where}.content")
+        doc["content"] = parts
+    else:
+        doc["content"] = None
+    if event.tool_calls:
+        calls: list[JSONValue] = []
+        for call in event.tool_calls:
+            for text in (call.id, call.name, call.arguments, call.type):
+                check_text(text, f"{where}.tool_calls")
+            calls.append(
+                {"id": call.id, "type": call.type, "name": call.name, "arguments": call.arguments}
+            )
+        doc["tool_calls"] = calls
+    if event.tool_call_id is not None:
+        check_text(event.tool_call_id, f"{where}.tool_call_id")
+        doc["tool_call_id"] = event.tool_call_id
+    if event.name is not None:
+        check_text(event.name, f"{where}.name")
+        doc["name"] = event.name
+    if event.data:
+        data = dict(event.data)
+        check_json(data, f"{where}.data")
+        doc["data"] = data
+    if event.extra:
+        extra = dict(event.extra)
+        check_json(extra, f"{where}.extra")
+        doc["extra"] = extra
+    return doc
+
+
+def encode_appends(events: Sequence[NewEvent], limits: StoreLimits) -> list[EncodedEvent]:
+    """Validate and encode the events of one append, enforcing the size limits."""
+    if isinstance(events, NewEvent) or not isinstance(events, Sequence):
+        raise ValidationError("events must be a sequence of NewEvent")
+    if not events:
+        raise ValidationError("an append needs at least one event")
+    if len(events) > limits.max_events_per_append:
+        raise TooLarge(f"an append takes at most {limits.max_events_per_append} events")
+    out: list[EncodedEvent] = []
+    total = 0
+    for index, event in enumerate(events):
+        check_new_event(event, index)
+        body = dumps(_body(event, index))
+        size = len(body.encode("utf-8"))
+        if size > limits.max_event_bytes:
+            raise TooLarge(
+                f"events[{index}] is {size} bytes; the limit is {limits.max_event_bytes}"
+            )
+        total += size
+        out.append(EncodedEvent(event, body, size))
+    if total > limits.max_append_bytes:
+        raise TooLarge(f"the append is {total} bytes; the limit is {limits.max_append_bytes}")
+    return out
+
+
+def fingerprint(branch: str, encoded: Sequence[EncodedEvent]) -> str:
+    """Identity of an append's payload, to tell a replay from a reused idempotency key."""
+    digest = hashlib.sha256(branch.encode())
+    for item in encoded:
+        digest.update(b"\x1e")
+        digest.update(item.body.encode("utf-8"))
+    return digest.hexdigest()
+
+
+def decode_event(
+    body: str | bytes | Mapping[str, JSONValue],
+    *,
+    seq: int,
+    branch: str,
+    created_at: datetime,
+    token_count: int | None,
+    idempotency_key: str | None,
+) -> Event:
+    """Rebuild an :class:`Event` from its stored body and its place in the log."""
+    doc = loads(body) if isinstance(body, str | bytes) else body
+    if not isinstance(doc, Mapping):
+        raise SchemaMismatch("stored event is not a JSON object", fix="chatstate migrate")
+    version = doc.get("v")
+    if version != EVENT_SCHEMA_VERSION:
+        # Version 1 is the only one so far; upgrades of older bodies go here.
+        raise SchemaMismatch(
+            f"event body has schema version {version!r}, this chatstate reads "
+            f"{EVENT_SCHEMA_VERSION}",
+            fix="upgrade chatstate",
+        )
+    content = doc.get("content")
+    parts: str | tuple[ContentPart, ...] | None
+    if isinstance(content, list):
+        parts = tuple(cast(ContentPart, p) for p in content)
+    else:
+        parts = cast(str | None, content)
+    raw_calls = cast(list[dict[str, str]], doc.get("tool_calls") or [])
+    return Event(
+        seq=seq,
+        branch=branch,
+        created_at=created_at,
+        kind=cast(EventKind, doc["kind"]),
+        role=cast(Role | None, doc.get("role")),
+        content=parts,
+        tool_calls=tuple(
+            ToolCall(id=c["id"], name=c["name"], arguments=c["arguments"], type=c["type"])
+            for c in raw_calls
+        ),
+        tool_call_id=cast(str | None, doc.get("tool_call_id")),
+        name=cast(str | None, doc.get("name")),
+        data=cast(dict[str, JSONValue], doc.get("data") or {}),
+        extra=cast(dict[str, JSONValue], doc.get("extra") or {}),
+        token_count=token_count,
+        idempotency_key=idempotency_key,
+        schema_version=EVENT_SCHEMA_VERSION,
+    )
+
+
+def encode_cursor(*parts: str | int) -> str:
+    """An opaque paging token (URL-safe base64 of a JSON array)."""
+    return base64.urlsafe_b64encode(dumps(list(parts)).encode()).decode().rstrip("=")
+
+
+def decode_cursor(cursor: str, shape: tuple[type, ...]) -> list[str | int]:
+    """Parse a token from :func:`encode_cursor`; anything else is a ``ValidationError``."""
+    try:
+        padded = cursor + "=" * (-len(cursor) % 4)
+        value = json.loads(base64.urlsafe_b64decode(padded.encode("ascii")))
+    except (ValueError, binascii.Error, UnicodeError):
+        raise ValidationError("invalid cursor") from None
+    if (
+        not isinstance(value, list)
+        or len(value) != len(shape)
+        or not all(type(v) is t for v, t in zip(value, shape, strict=True))
+    ):
+        raise ValidationError("invalid cursor")
+    return cast(list[str | int], value)
+
+
+def encode_state(data: Mapping[str, JSONValue], limits: StoreLimits) -> str:
+    """Validate a state document and return its stored JSON text."""
+    if not isinstance(data, Mapping):
+        raise ValidationError("state data must be an object")
+    plain = dict(data)
+    check_json(plain, "state")
+    body = dumps(plain)
+    if len(body.encode()) > limits.max_state_bytes:
+        raise TooLarge(f"state document is over {limits.max_state_bytes} bytes")
+    return body
