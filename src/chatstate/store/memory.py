@@ -446,3 +446,8 @@ class MemoryStore:
 
     async def close(self) -> None:
         return None
+
+
+async def open_memory_url(url: str, config: StoreConfig) -> MemoryStore:
+    """``memory://``: a fresh in-process store."""
+    return MemoryStore(config)

@@ -1,0 +1,118 @@
+"""Conversion between events and OpenAI chat messages, without loss.
+
+``from_openai`` maps ``{"role", "content", "tool_calls", "tool_call_id", "name"}`` onto a
+:class:`NewEvent` and keeps every other key in ``extra``; ``to_openai`` gives the same
+message back. An assistant message with ``tool_calls`` becomes a ``tool_call`` event, a
+``tool`` message a ``tool_result`` event. One normalisation: a message without a
+``content`` key comes back with ``"content": null`` (the same meaning to every provider).
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterable, Mapping
+from typing import cast
+
+from chatstate.errors import ValidationError
+from chatstate.model import ROLES, ContentPart, Event, JSONValue, NewEvent, Role, ToolCall
+
+__all__ = ["from_openai", "from_openai_messages", "to_openai", "to_openai_messages"]
+
+_KNOWN = frozenset({"role", "content", "tool_calls", "tool_call_id", "name"})
+
+
+def from_openai(message: Mapping[str, object], *, index: int = 0) -> NewEvent:
+    """One OpenAI chat message as a :class:`NewEvent`."""
+    where = f"messages[{index}]"
+    if not isinstance(message, Mapping):
+        raise ValidationError(f"{where}: a message must be a JSON object")
+    role = message.get("role")
+    if role not in ROLES:
+        raise ValidationError(f"{where}: role must be one of {', '.join(ROLES)}")
+    content = message.get("content")
+    parts: str | tuple[ContentPart, ...] | None
+    if content is None or isinstance(content, str):
+        parts = content
+    elif isinstance(content, list) and all(isinstance(p, dict) for p in content):
+        parts = tuple(cast(ContentPart, p) for p in content)
+    else:
+        raise ValidationError(f"{where}: content must be text, a list of parts, or null")
+    name = message.get("name")
+    if name is not None and not isinstance(name, str):
+        raise ValidationError(f"{where}: name must be text")
+    extra = {k: cast(JSONValue, v) for k, v in message.items() if k not in _KNOWN}
+    raw_calls = message.get("tool_calls")
+    tool_call_id = message.get("tool_call_id")
+    if raw_calls is not None:
+        if role != "assistant" or not isinstance(raw_calls, list):
+            raise ValidationError(f"{where}: tool_calls must be a list on an assistant message")
+        if not raw_calls:
+            # An empty list is legal OpenAI; keep it verbatim rather than invent a kind.
+            extra["tool_calls"] = []
+        else:
+            return NewEvent(
+                kind="tool_call",
+                role="assistant",
+                content=parts,
+                tool_calls=tuple(_tool_call(c, where) for c in raw_calls),
+                name=name,
+                extra=extra,
+            )
+    if role == "tool":
+        if not isinstance(tool_call_id, str):
+            raise ValidationError(f"{where}: a tool message needs tool_call_id")
+        return NewEvent(
+            kind="tool_result",
+            role="tool",
+            content=parts,
+            tool_call_id=tool_call_id,
+            name=name,
+            extra=extra,
+        )
+    if tool_call_id is not None:
+        raise ValidationError(f"{where}: tool_call_id belongs on a tool message")
+    return NewEvent(kind="message", role=cast(Role, role), content=parts, name=name, extra=extra)
+
+
+def _tool_call(raw: object, where: str) -> ToolCall:
+    if not isinstance(raw, dict) or set(raw) - {"id", "type", "function"}:
+        raise ValidationError(f"{where}: a tool call is {{id, type, function}}")
+    function = raw.get("function")
+    if not isinstance(function, dict) or set(function) - {"name", "arguments"}:
+        raise ValidationError(f"{where}: a tool call's function is {{name, arguments}}")
+    call_id, kind = raw.get("id"), raw.get("type", "function")
+    name, arguments = function.get("name"), function.get("arguments", "")
+    if not all(isinstance(v, str) for v in (call_id, kind, name, arguments)):
+        raise ValidationError(f"{where}: tool call id, type, name and arguments must be text")
+    return ToolCall(
+        id=cast(str, call_id), name=cast(str, name), arguments=cast(str, arguments), type=kind
+    )
+
+
+def to_openai(event: Event | NewEvent) -> dict[str, JSONValue]:
+    """The OpenAI chat message for a message, tool_call or tool_result event."""
+    if event.kind not in ("message", "tool_call", "tool_result") or event.role is None:
+        raise ValidationError(f"a {event.kind} event has no chat message form")
+    content: JSONValue = (
+        [dict(p) for p in event.content] if isinstance(event.content, tuple) else event.content
+    )
+    out: dict[str, JSONValue] = {"role": event.role, "content": content}
+    if event.name is not None:
+        out["name"] = event.name
+    if event.tool_calls:
+        out["tool_calls"] = [
+            {"id": c.id, "type": c.type, "function": {"name": c.name, "arguments": c.arguments}}
+            for c in event.tool_calls
+        ]
+    if event.tool_call_id is not None:
+        out["tool_call_id"] = event.tool_call_id
+    out.update(event.extra)
+    return out
+
+
+def from_openai_messages(messages: Iterable[Mapping[str, object]]) -> list[NewEvent]:
+    return [from_openai(m, index=i) for i, m in enumerate(messages)]
+
+
+def to_openai_messages(events: Iterable[Event | NewEvent]) -> list[dict[str, JSONValue]]:
+    """Chat messages for the events that have one; state/summary/marker events are skipped."""
+    return [to_openai(e) for e in events if e.kind in ("message", "tool_call", "tool_result")]

@@ -1,0 +1,82 @@
+"""The registry of backends the conformance suite runs against, and a clock tests can move.
+
+Each backend registers a :class:`BackendSpec`: how to open a fresh, empty store for one
+test, whether its server is reachable (a one-line skip reason when it is not), and the
+contract tests it is known to fail, each with a written reason (run as strict xfail, so a
+fix that makes one pass is noticed).
+
+Under ``CI=true`` a backend whose server is unreachable is an error, never a skip.
+"""
+
+from __future__ import annotations
+
+import os
+from collections.abc import AsyncIterator, Callable, Mapping
+from contextlib import AbstractAsyncContextManager, asynccontextmanager
+from dataclasses import dataclass, field
+from datetime import UTC, datetime, timedelta
+from pathlib import Path
+
+from chatstate.store.memory import MemoryStore
+from chatstate.store.protocol import Store
+from chatstate.store.rules import StoreConfig
+
+__all__ = ["REGISTRY", "BackendSpec", "FakeClock", "in_ci", "register"]
+
+Opener = Callable[[StoreConfig, Path], AbstractAsyncContextManager[Store]]
+
+
+@dataclass(frozen=True)
+class BackendSpec:
+    name: str
+    open: Opener
+    """Open a fresh, empty store using ``config``; ``Path`` is a private temp folder."""
+    unavailable: Callable[[], str | None] = lambda: None
+    """A one-line reason when the backend's server cannot be reached, else ``None``."""
+    xfail: Mapping[str, str] = field(default_factory=dict)
+    """Conformance test name -> why this backend fails it today."""
+
+
+REGISTRY: dict[str, BackendSpec] = {}
+
+
+def register(spec: BackendSpec) -> BackendSpec:
+    REGISTRY[spec.name] = spec
+    return spec
+
+
+def in_ci() -> bool:
+    return os.environ.get("CI", "").lower() in ("1", "true", "yes")
+
+
+class FakeClock:
+    """A settable UTC clock: pass ``StoreConfig(clock=clock)`` and call ``advance``."""
+
+    def __init__(self, start: datetime | None = None) -> None:
+        self.now = start or datetime(2026, 1, 1, tzinfo=UTC)
+
+    def __call__(self) -> datetime:
+        return self.now
+
+    def advance(self, seconds: float) -> None:
+        self.now += timedelta(seconds=seconds)
+
+
+@asynccontextmanager
+async def _open_memory(config: StoreConfig, _tmp: Path) -> AsyncIterator[Store]:
+    store = MemoryStore(config)
+    try:
+        yield store
+    finally:
+        await store.close()
+
+
+register(BackendSpec(name="memory", open=_open_memory))
+
+# Each database backend keeps its spec (how to reach a test server, fresh per test) in its
+# own module, which registers it on import.
+from chatstate.testing import (  # noqa: E402 - registration order: memory first
+    backends_postgres,  # noqa: F401
+    backends_redis,  # noqa: F401
+    backends_sqlite,  # noqa: F401
+)

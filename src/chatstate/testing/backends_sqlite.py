@@ -1,0 +1,1 @@
+"""Conformance registration of the sqlite backend(s)."""
