@@ -1,0 +1,96 @@
+"""SQLite-specific behaviour: schema checks, pragmas, URLs, several stores on one file."""
+
+from __future__ import annotations
+
+import asyncio
+import sqlite3
+from pathlib import Path
+
+import pytest
+
+from chatstate.errors import SchemaMismatch, ValidationError
+from chatstate.model import NewEvent
+from chatstate.store.migrations import Migration, load_migrations, plan
+from chatstate.store.sqlite import SQLiteStore
+from chatstate.store.url import open_store
+
+
+async def test_new_file_is_created_at_newest_schema(tmp_path: Path) -> None:
+    store = await SQLiteStore.open(tmp_path / "new.db")
+    try:
+        assert await store.schema_version() == load_migrations("sqlite")[-1].version
+    finally:
+        await store.close()
+    with sqlite3.connect(tmp_path / "new.db") as conn:
+        assert conn.execute("PRAGMA journal_mode").fetchone()[0] == "wal"
+
+
+async def test_older_schema_is_refused_with_the_fix(tmp_path: Path) -> None:
+    path = tmp_path / "old.db"
+    await (await SQLiteStore.open(path)).close()
+    with sqlite3.connect(path) as conn:  # pretend the last migration never ran
+        conn.execute("DELETE FROM schema_migrations")
+    with pytest.raises(SchemaMismatch) as caught:
+        await SQLiteStore.open(path)
+    assert "chatstate migrate --database-url sqlite:///" in str(caught.value)
+    assert caught.value.status == 500
+
+
+async def test_newer_schema_is_refused(tmp_path: Path) -> None:
+    path = tmp_path / "future.db"
+    await (await SQLiteStore.open(path)).close()
+    with sqlite3.connect(path) as conn:
+        conn.execute("INSERT INTO schema_migrations VALUES (999, 'future', 0)")
+    for migrate in (False, True):
+        with pytest.raises(SchemaMismatch, match="upgrade chatstate"):
+            await SQLiteStore.open(path, migrate=migrate)
+
+
+def test_plan_is_a_pure_rule() -> None:
+    ms = [Migration(1, "a", ""), Migration(2, "b", ""), Migration(3, "c", "")]
+    assert plan(0, ms, empty=True, migrate=False, fix="x") == ms
+    assert plan(1, ms, empty=False, migrate=True, fix="x") == ms[1:]
+    assert plan(3, ms, empty=False, migrate=False, fix="x") == []
+    with pytest.raises(SchemaMismatch, match="fix: run this"):
+        plan(1, ms, empty=False, migrate=False, fix="run this")
+
+
+async def test_two_stores_on_one_file_stay_ordered(tmp_path: Path) -> None:
+    path = tmp_path / "shared.db"
+    first = await SQLiteStore.open(path)
+    second = await SQLiteStore.open(path)
+    try:
+        await first.create_session(tenant_id="t", session_id="s")
+        await asyncio.gather(
+            *(
+                store.append(
+                    tenant_id="t", session_id="s", events=[NewEvent.message("user", f"{n}")]
+                )
+                for n in range(100)
+                for store in (first, second)
+            )
+        )
+        events = await second.read(tenant_id="t", session_id="s", limit=1000)
+        assert [e.seq for e in events] == list(range(1, 201))
+    finally:
+        await first.close()
+        await second.close()
+
+
+async def test_synchronous_setting_and_url(tmp_path: Path) -> None:
+    url = f"sqlite:///{tmp_path}/deep/er/x.db?synchronous=full"
+    store = await open_store(url)
+    try:
+        assert isinstance(store, SQLiteStore)
+        assert store.path == f"{tmp_path}/deep/er/x.db"
+        level = await store._call(lambda: store._db.execute("PRAGMA synchronous").fetchone()[0])
+        assert level == 2  # FULL
+    finally:
+        await store.close()
+    with pytest.raises(ValidationError):
+        await open_store(f"sqlite:///{tmp_path}/y.db?synchronous=sometimes")
+    with pytest.raises(ValidationError, match="unsupported database URL"):
+        await open_store("mysql://root:hunter2@localhost/db")
+    with pytest.raises(ValidationError) as caught:
+        await open_store("oracle://scott:tiger@host/db")
+    assert "tiger" not in str(caught.value)
