@@ -19,7 +19,6 @@ from typing import cast
 from chatstate.errors import SchemaMismatch, TooLarge, ValidationError
 from chatstate.model import (
     EVENT_SCHEMA_VERSION,
-    ContentPart,
     Event,
     EventKind,
     JSONValue,
@@ -147,7 +146,7 @@ def decode_event(
     idempotency_key: str | None,
 ) -> Event:
     """Rebuild an :class:`Event` from its stored body and its place in the log."""
-    doc = loads(body) if isinstance(body, str | bytes) else body
+    doc = json.loads(body) if isinstance(body, str | bytes) else body
     if not isinstance(doc, Mapping):
         raise SchemaMismatch("stored event is not a JSON object", fix="chatstate migrate")
     version = doc.get("v")
@@ -158,28 +157,26 @@ def decode_event(
             f"{EVENT_SCHEMA_VERSION}",
             fix="upgrade chatstate",
         )
+    # String casts cost nothing at run time; this function runs once per event read.
     content = doc.get("content")
-    parts: str | tuple[ContentPart, ...] | None
-    if isinstance(content, list):
-        parts = tuple(cast(ContentPart, p) for p in content)
-    else:
-        parts = cast(str | None, content)
-    raw_calls = cast(list[dict[str, str]], doc.get("tool_calls") or [])
+    raw_calls = doc.get("tool_calls")
     return Event(
         seq=seq,
         branch=branch,
         created_at=created_at,
-        kind=cast(EventKind, doc["kind"]),
-        role=cast(Role | None, doc.get("role")),
-        content=parts,
+        kind=cast("EventKind", doc["kind"]),
+        role=cast("Role | None", doc.get("role")),
+        content=tuple(content) if isinstance(content, list) else content,  # type: ignore[arg-type]
         tool_calls=tuple(
             ToolCall(id=c["id"], name=c["name"], arguments=c["arguments"], type=c["type"])
-            for c in raw_calls
-        ),
-        tool_call_id=cast(str | None, doc.get("tool_call_id")),
-        name=cast(str | None, doc.get("name")),
-        data=cast(dict[str, JSONValue], doc.get("data") or {}),
-        extra=cast(dict[str, JSONValue], doc.get("extra") or {}),
+            for c in cast("list[dict[str, str]]", raw_calls)
+        )
+        if raw_calls
+        else (),
+        tool_call_id=cast("str | None", doc.get("tool_call_id")),
+        name=cast("str | None", doc.get("name")),
+        data=cast("dict[str, JSONValue]", doc.get("data") or {}),
+        extra=cast("dict[str, JSONValue]", doc.get("extra") or {}),
         token_count=token_count,
         idempotency_key=idempotency_key,
         schema_version=EVENT_SCHEMA_VERSION,

@@ -1,8 +1,12 @@
 """SQLite backend: the embedded default. No server, one file.
 
-One ``sqlite3`` connection lives in one worker thread; every call runs there, so calls from
-one process are serialised and never block the event loop. Several processes may share a
-file: writes take SQLite's write lock with ``BEGIN IMMEDIATE`` and wait up to
+One ``sqlite3`` connection lives in one worker thread; every write and every large read
+runs there, so writes from one process are serialised and never block the event loop
+(waiting for a lock, fsync, checkpoints all happen off the loop). Reads of at most
+:data:`INLINE_READ_LIMIT` events run on the caller's thread through a second, read-only
+connection that never waits: in WAL mode a reader does not block on writers, and such a
+read (tens of microseconds) is cheaper than the hop to the worker thread. Several processes
+may share a file: writes take SQLite's write lock with ``BEGIN IMMEDIATE`` and wait up to
 ``busy_timeout_ms`` for it.
 
 Durability (``synchronous``, WAL mode):
@@ -19,6 +23,7 @@ from __future__ import annotations
 import asyncio
 import logging
 import sqlite3
+import threading
 from collections.abc import Callable, Mapping, Sequence
 from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
@@ -87,6 +92,8 @@ P = ParamSpec("P")
 R = TypeVar("R")
 
 _SEQ_BITS = 32
+INLINE_READ_LIMIT = 64
+"""Reads of at most this many events run on the caller's thread (see ``_read_inline``)."""
 _SESSION_COLS = (
     "sid, tenant_id, session_id, user_id, metadata, created_us, updated_us, ttl_seconds, "
     "expires_us, default_branch"
@@ -121,6 +128,8 @@ class SQLiteStore:
         self._busy_timeout_ms = busy_timeout_ms
         self._executor = ThreadPoolExecutor(max_workers=1, thread_name_prefix="chatstate-sqlite")
         self._conn: sqlite3.Connection | None = None
+        self._reader: sqlite3.Connection | None = None
+        self._reader_lock = threading.Lock()
 
     @classmethod
     async def open(
@@ -182,6 +191,13 @@ class SQLiteStore:
         conn.execute(f"PRAGMA synchronous = {self._synchronous.upper()}")
         conn.execute("PRAGMA foreign_keys = OFF")
         self._migrate(migrate)
+        if self._path != ":memory:" and mode.lower() == "wal":
+            reader = sqlite3.connect(
+                self._path, isolation_level=None, check_same_thread=False, timeout=0
+            )
+            reader.execute("PRAGMA busy_timeout = 0")
+            reader.execute("PRAGMA query_only = 1")
+            self._reader = reader
 
     @property
     def _db(self) -> sqlite3.Connection:
@@ -232,6 +248,10 @@ class SQLiteStore:
         )
 
     async def close(self) -> None:
+        if self._reader is not None:
+            with self._reader_lock:
+                self._reader.close()
+                self._reader = None
         if self._conn is not None:
             conn, self._conn = self._conn, None
             await asyncio.get_running_loop().run_in_executor(self._executor, conn.close)
@@ -239,25 +259,37 @@ class SQLiteStore:
 
     # -- lookups (run in the worker thread) ---------------------------------------------
 
-    def _session_row(self, tenant_id: str, session_id: str) -> tuple[int, Session]:
+    def _session_row(
+        self, tenant_id: str, session_id: str, db: sqlite3.Connection | None = None
+    ) -> tuple[int, Session]:
         check_id(tenant_id, "tenant_id")
         check_id(session_id, "session_id")
-        row = self._db.execute(
-            f"SELECT {_SESSION_COLS} FROM sessions WHERE tenant_id = ? AND session_id = ?",  # noqa: S608
-            (tenant_id, session_id),
-        ).fetchone()
+        row = (
+            (db or self._db)
+            .execute(
+                f"SELECT {_SESSION_COLS} FROM sessions WHERE tenant_id = ? AND session_id = ?",  # noqa: S608
+                (tenant_id, session_id),
+            )
+            .fetchone()
+        )
         if row is None:
             raise SessionNotFound(f"session {session_id!r} not found")
         session = _session(row)
         ensure_live(session, self._config.clock())
         return row[0], session
 
-    def _branches(self, sid: int) -> dict[str, tuple[int, Branch]]:
-        rows = self._db.execute(
-            "SELECT bid, name, head_seq, created_us, parent, fork_seq FROM branches "
-            "WHERE sid = ? ORDER BY bid",
-            (sid,),
-        ).fetchall()
+    def _branches(
+        self, sid: int, db: sqlite3.Connection | None = None
+    ) -> dict[str, tuple[int, Branch]]:
+        rows = (
+            (db or self._db)
+            .execute(
+                "SELECT bid, name, head_seq, created_us, parent, fork_seq FROM branches "
+                "WHERE sid = ? ORDER BY bid",
+                (sid,),
+            )
+            .fetchall()
+        )
         return {
             r[1]: (
                 r[0],
@@ -277,6 +309,7 @@ class SQLiteStore:
         before_seq: int | None,
         limit: int,
         order: Order,
+        db: sqlite3.Connection | None = None,
     ) -> list[Event]:
         infos = {name: info for name, (_, info) in branches.items()}
         out: list[Event] = []
@@ -285,10 +318,14 @@ class SQLiteStore:
             hi = info.head_seq if seg.hi is None else min(seg.hi, info.head_seq)
             if hi < seg.lo:
                 continue
-            rows = self._db.execute(
-                _READ_ASC if order == "asc" else _READ_DESC,
-                (_event_id(bid, seg.lo), _event_id(bid, hi), limit - len(out)),
-            ).fetchall()
+            rows = (
+                (db or self._db)
+                .execute(
+                    _READ_ASC if order == "asc" else _READ_DESC,
+                    (_event_id(bid, seg.lo), _event_id(bid, hi), limit - len(out)),
+                )
+                .fetchall()
+            )
             mask = (1 << _SEQ_BITS) - 1
             out += [
                 decode_event(
@@ -624,9 +661,11 @@ class SQLiteStore:
         check_seq(before_seq, "before_seq", allow_none=True)
         check_limit(limit, self._config.limits)
         check_order(order)
-        return await self._call(
-            self._read, tenant_id, session_id, branch, after_seq, before_seq, limit, order
-        )
+        args = (tenant_id, session_id, branch, after_seq, before_seq, limit, order)
+        events = self._read_inline(*args)
+        if events is not None:
+            return events
+        return await self._call(self._read, *args)
 
     def _read(
         self,
@@ -637,12 +676,13 @@ class SQLiteStore:
         before_seq: int | None,
         limit: int,
         order: Order,
+        db: sqlite3.Connection | None = None,
     ) -> list[Event]:
-        db = self._db
-        db.execute("BEGIN")  # one snapshot for the branch table and the events
+        conn = db or self._db
+        conn.execute("BEGIN")  # one snapshot for the branch table and the events
         try:
-            sid, _ = self._session_row(tenant_id, session_id)
-            branches = self._branches(sid)
+            sid, _ = self._session_row(tenant_id, session_id, conn)
+            branches = self._branches(sid, conn)
             if branch not in branches:
                 raise BranchNotFound(f"branch {branch!r} not found")
             return self._read_view(
@@ -652,9 +692,45 @@ class SQLiteStore:
                 before_seq=before_seq,
                 limit=limit,
                 order=order,
+                db=conn,
             )
         finally:
-            db.execute("COMMIT")
+            conn.execute("COMMIT")
+
+    def _read_inline(
+        self,
+        tenant_id: str,
+        session_id: str,
+        branch: str,
+        after_seq: int,
+        before_seq: int | None,
+        limit: int,
+        order: Order,
+    ) -> list[Event] | None:
+        """A small read on the caller's thread, or ``None`` to use the worker thread.
+
+        WAL readers never wait for writers, so a read of a few dozen events costs less
+        than the hop to the worker thread. The reader connection has ``busy_timeout=0``:
+        if SQLite would make it wait (recovery, another thread using it), we give up at
+        once and the worker thread does the read instead.
+        """
+        reader = self._reader
+        if reader is None or limit > INLINE_READ_LIMIT or not self._reader_lock.acquire(False):
+            return None
+        try:
+            return self._read(
+                tenant_id, session_id, branch, after_seq, before_seq, limit, order, reader
+            )
+        except sqlite3.OperationalError as exc:
+            if reader.in_transaction:
+                reader.rollback()
+            if "locked" in str(exc) or "busy" in str(exc):
+                return None
+            raise _translate(exc) from exc
+        except sqlite3.Error as exc:
+            raise _translate(exc) from exc
+        finally:
+            self._reader_lock.release()
 
     async def read_last(
         self, *, tenant_id: str, session_id: str, branch: str = DEFAULT_BRANCH, n: int

@@ -1,0 +1,1 @@
+"""Benchmarks. ``python -m chatstate.bench store`` measures the storage layer."""
