@@ -1,0 +1,5 @@
+"""``python -m chatstate``: the same as the ``chatstate`` command."""
+
+from chatstate.cli.main import main
+
+raise SystemExit(main())

@@ -1,0 +1,215 @@
+"""``chatstate import``, ``demo`` and ``migrate``, and what every command shares.
+
+A command is an async function ``(Context, argparse.Namespace) -> exit code``. It writes
+its result to ``ctx.out`` (text, or one JSON document with ``--json``) and raises
+:class:`~chatstate.errors.ChatstateError` or :class:`~chatstate.cli._errors.CliError` on
+failure; ``main`` turns those into one line on stderr.
+"""
+
+from __future__ import annotations
+
+import argparse
+import hashlib
+import json
+import re
+from collections.abc import AsyncIterator, Mapping
+from contextlib import asynccontextmanager, suppress
+from dataclasses import dataclass, field
+from importlib import resources
+from typing import Protocol, TextIO, runtime_checkable
+from urllib.parse import parse_qsl, urlencode
+
+from chatstate.cli._errors import CliError
+from chatstate.cli._render import TranscriptView, event_json
+from chatstate.cli._transcript import chunk, parse_transcript, read_source, to_events
+from chatstate.errors import ChatstateError, SchemaMismatch
+from chatstate.model import JSONValue, NewEvent, Session
+from chatstate.store.protocol import Store
+from chatstate.store.rules import StoreConfig
+from chatstate.store.url import open_store, redact
+
+__all__ = ["Context", "demo", "import_file", "migrate", "opened", "print_json"]
+
+EXAMPLE = "support_chat.json"
+"""The example transcript that ships in ``chatstate/examples/``."""
+
+
+@dataclass(frozen=True, slots=True)
+class Context:
+    """What every command gets besides its own arguments."""
+
+    database_url: str
+    tenant: str
+    as_json: bool
+    out: TextIO
+    err: TextIO
+    width: int = 100
+    config: StoreConfig = field(default_factory=StoreConfig)
+
+
+@asynccontextmanager
+async def opened(ctx: Context, url: str | None = None) -> AsyncIterator[Store]:
+    """The store at ``url`` (default: the context's), closed on the way out."""
+    url = url or ctx.database_url
+    try:
+        store = await open_store(url, config=ctx.config)
+    except ModuleNotFoundError as exc:  # a backend module this install does not have
+        raise CliError(f"cannot open {redact(url)}: module {exc.name!r} is missing") from exc
+    try:
+        yield store
+    finally:
+        await store.close()
+
+
+def print_json(ctx: Context, value: JSONValue) -> None:
+    ctx.out.write(json.dumps(value, ensure_ascii=False, indent=2) + "\n")
+
+
+@dataclass(frozen=True, slots=True)
+class Prepared:
+    """A validated transcript, split into appends within the store's limits."""
+
+    chunks: list[list[NewEvent]]
+    key: str
+    """Idempotency key prefix, derived from the file's content."""
+
+    @classmethod
+    def of(cls, ctx: Context, name: str, text: str) -> Prepared:
+        limits = ctx.config.limits
+        chunks = chunk(to_events(parse_transcript(name, text), limits), limits)
+        return cls(chunks, "import-" + hashlib.sha256(text.encode()).hexdigest()[:24])
+
+
+async def _import(
+    ctx: Context,
+    store: Store,
+    prepared: Prepared,
+    *,
+    session_id: str | None,
+    user_id: str | None,
+    metadata: Mapping[str, JSONValue],
+) -> tuple[Session, int]:
+    """Create a session holding the transcript; ``(session, events written)``.
+
+    Each append names the head it expects, so nothing can interleave with the import,
+    and carries an idempotency key. A failed append deletes the half-written session.
+    """
+    session = await store.create_session(
+        tenant_id=ctx.tenant, session_id=session_id, user_id=user_id, metadata=metadata
+    )
+    head = 0
+    try:
+        for number, events in enumerate(prepared.chunks):
+            result = await store.append(
+                tenant_id=ctx.tenant,
+                session_id=session.id,
+                events=events,
+                expected_seq=head,
+                idempotency_key=f"{prepared.key}-{number}",
+            )
+            head = result.last_seq
+    except ChatstateError:
+        with suppress(ChatstateError):
+            await store.delete_session(tenant_id=ctx.tenant, session_id=session.id)
+        raise
+    return session, head
+
+
+async def import_file(ctx: Context, args: argparse.Namespace) -> int:
+    """``chatstate import FILE``: a new session from a transcript file; prints its id."""
+    prepared = Prepared.of(ctx, *read_source(str(args.file)))  # before touching the database
+    source = "stdin" if args.file == "-" else str(args.file).rsplit("/", 1)[-1][:200]
+    async with opened(ctx) as store:
+        session, count = await _import(
+            ctx,
+            store,
+            prepared,
+            session_id=args.session_id,
+            user_id=args.user_id,
+            metadata={"imported_from": source},
+        )
+    if ctx.as_json:
+        print_json(ctx, {"id": session.id, "events": count, "tenant": ctx.tenant})
+    else:
+        ctx.out.write(f"{session.id}\n")
+    return 0
+
+
+async def demo(ctx: Context, args: argparse.Namespace) -> int:
+    """``chatstate demo``: import the shipped example transcript and show it."""
+    text = resources.files("chatstate").joinpath("examples", EXAMPLE).read_text("utf-8")
+    prepared = Prepared.of(ctx, EXAMPLE, text)
+    async with opened(ctx) as store:
+        session, count = await _import(
+            ctx, store, prepared, session_id=None, user_id=None, metadata={"source": "demo"}
+        )
+        events = await store.read(tenant_id=ctx.tenant, session_id=session.id, limit=count)
+    if ctx.as_json:
+        print_json(
+            ctx,
+            {
+                "id": session.id,
+                "events": count,
+                "tenant": ctx.tenant,
+                "transcript": [event_json(e) for e in events],
+            },
+        )
+        return 0
+    ctx.out.write(
+        f"Imported the example support chat into {redact(ctx.database_url)}\n"
+        f"session {session.id} (tenant {ctx.tenant}, {count} events)\n\n"
+    )
+    view = TranscriptView(width=ctx.width, full=bool(args.full))
+    for block in view.render(events):
+        ctx.out.write(block + "\n\n")
+    ctx.out.write(
+        "Next:\n"
+        "  chatstate sessions list\n"
+        f"  chatstate sessions show {session.id} --last 3\n"
+        f"  chatstate sessions export {session.id} -o chat.jsonl\n"
+    )
+    return 0
+
+
+@runtime_checkable
+class _Versioned(Protocol):
+    async def schema_version(self) -> int: ...
+
+
+_BEHIND = re.compile(r"schema is version (\d+)")
+
+
+def with_migrate_flag(url: str) -> str:
+    """``url`` with ``migrate=1`` in its query: how a store opener is asked to migrate."""
+    base, _, query = url.partition("?")
+    pairs = [(k, v) for k, v in parse_qsl(query, keep_blank_values=True) if k != "migrate"]
+    return f"{base}?{urlencode([*pairs, ('migrate', '1')])}"
+
+
+async def _version(store: Store) -> int | None:
+    return await store.schema_version() if isinstance(store, _Versioned) else None
+
+
+async def migrate(ctx: Context, args: argparse.Namespace) -> int:
+    """``chatstate migrate``: bring the database to the newest schema."""
+    before: int | None
+    try:
+        async with opened(ctx) as store:
+            before = await _version(store)
+    except SchemaMismatch as exc:
+        found = _BEHIND.search(exc.message)
+        before = int(found[1]) if found else None
+    async with opened(ctx, with_migrate_flag(ctx.database_url)) as store:
+        after = await _version(store)
+    shown = redact(ctx.database_url)
+    if ctx.as_json:
+        print_json(
+            ctx, {"database": shown, "before": before, "after": after, "changed": before != after}
+        )
+    elif after is None:
+        ctx.out.write(f"{shown}: migrated (this store does not report a schema version)\n")
+    elif before == after:
+        ctx.out.write(f"{shown}: schema version {after}, up to date\n")
+    else:
+        ctx.out.write(f"{shown}: schema version {before} -> {after}\n")
+    return 0
