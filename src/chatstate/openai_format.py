@@ -88,8 +88,13 @@ def _tool_call(raw: object, where: str) -> ToolCall:
     )
 
 
-def to_openai(event: Event | NewEvent) -> dict[str, JSONValue]:
-    """The OpenAI chat message for a message, tool_call or tool_result event."""
+def to_openai(event: Event | NewEvent, *, include_extra: bool = True) -> dict[str, JSONValue]:
+    """The OpenAI chat message for a message, tool_call or tool_result event.
+
+    ``include_extra=False`` leaves out the non-standard fields kept in ``extra`` (what a
+    provider's response carried, such as ``refusal`` or ``annotations``): use it when the
+    message goes back to a model as input.
+    """
     if event.kind not in ("message", "tool_call", "tool_result") or event.role is None:
         raise ValidationError(f"a {event.kind} event has no chat message form")
     content: JSONValue = (
@@ -105,7 +110,8 @@ def to_openai(event: Event | NewEvent) -> dict[str, JSONValue]:
         ]
     if event.tool_call_id is not None:
         out["tool_call_id"] = event.tool_call_id
-    out.update(event.extra)
+    if include_extra:
+        out.update(event.extra)
     return out
 
 

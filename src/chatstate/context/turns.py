@@ -1,0 +1,118 @@
+"""Group events into atomic turns and repair what would brick a provider call. Pure.
+
+A *turn* starts at a user message and runs to the next one: the user's message, the
+assistant's replies, tool calls and their results. The context engine keeps or drops
+whole turns, so a tool call is never separated from its result.
+
+Repairs (each reported as an :class:`Exclusion`, never silent):
+
+* a ``tool_call`` event whose calls do not all have a result in the same turn is left
+  out together with the results it does have (providers reject an unanswered call);
+* a ``tool_result`` with no matching call before it in its turn is left out;
+* an event over ``max_event_tokens`` is left out (one huge paste or tool output must not
+  make every later request fail);
+* ``state``, ``summary`` and ``marker`` events are not chat messages and are skipped
+  without being reported.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass
+
+from chatstate.context.text import event_text
+from chatstate.context.tokens import MESSAGE_OVERHEAD
+from chatstate.model import Event
+
+__all__ = ["Exclusion", "Turn", "group_turns", "message_tokens"]
+
+_CHAT_KINDS = frozenset({"message", "tool_call", "tool_result"})
+
+
+@dataclass(frozen=True, slots=True)
+class Turn:
+    events: tuple[Event, ...]
+    tokens: int
+    """Tokens of the turn's messages, overheads included."""
+
+    @property
+    def first_seq(self) -> int:
+        return self.events[0].seq
+
+    @property
+    def last_seq(self) -> int:
+        return self.events[-1].seq
+
+    @property
+    def seqs(self) -> tuple[int, ...]:
+        return tuple(e.seq for e in self.events)
+
+    def text(self) -> str:
+        return "\n".join(f"{e.role}: {event_text(e)}" for e in self.events)
+
+
+@dataclass(frozen=True, slots=True)
+class Exclusion:
+    seq: int
+    reason: str
+
+
+def message_tokens(event: Event, count: Callable[[str], int]) -> int:
+    """Tokens one event costs as a chat message: stored count if any, else counted."""
+    body = event.token_count if event.token_count is not None else count(event_text(event))
+    return body + MESSAGE_OVERHEAD + (1 if event.name else 0)
+
+
+def group_turns(
+    events: Sequence[Event],
+    *,
+    count: Callable[[str], int],
+    max_event_tokens: int,
+) -> tuple[list[Turn], list[Exclusion]]:
+    """Split chat events (oldest first) into turns, repairing as the module says."""
+    turns: list[Turn] = []
+    excluded: list[Exclusion] = []
+    current: list[Event] = []
+
+    def close() -> None:
+        kept = _repair_tool_pairs(current, excluded)
+        if kept:
+            turns.append(Turn(tuple(kept), sum(message_tokens(e, count) for e in kept)))
+        current.clear()
+
+    for event in events:
+        if event.kind not in _CHAT_KINDS:
+            continue
+        if message_tokens(event, count) > max_event_tokens:
+            excluded.append(Exclusion(event.seq, "oversized"))
+            continue
+        if event.kind == "message" and event.role == "user" and current:
+            close()
+        current.append(event)
+    if current:
+        close()
+    return turns, excluded
+
+
+def _repair_tool_pairs(events: list[Event], excluded: list[Exclusion]) -> list[Event]:
+    answered = {e.tool_call_id for e in events if e.kind == "tool_result"}
+    dropped_calls: set[str] = set()
+    kept: list[Event] = []
+    asked: set[str] = set()
+    for event in events:
+        if event.kind == "tool_call":
+            ids = {c.id for c in event.tool_calls}
+            if not ids <= answered:
+                excluded.append(Exclusion(event.seq, "tool call without a result"))
+                dropped_calls |= ids
+                continue
+            asked |= ids
+        elif event.kind == "tool_result":
+            if event.tool_call_id in dropped_calls:
+                excluded.append(Exclusion(event.seq, "result of an excluded tool call"))
+                continue
+            if event.tool_call_id not in asked:
+                excluded.append(Exclusion(event.seq, "tool result without its call"))
+                continue
+        kept.append(event)
+    return kept
