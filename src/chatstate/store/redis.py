@@ -1,0 +1,1025 @@
+"""Redis (and Redis Cluster) as a standalone store: ``redis://``, ``rediss://``,
+``redis+cluster://``. Needs ``pip install 'chatstate[redis]'``.
+
+Layout. All keys of one session share the hash tag ``{tenant:session}`` (ids cannot hold
+``:``, ``{`` or ``}``), so each session lives in one cluster slot and every write to it is
+one Lua script, atomic on the server (see :mod:`chatstate.store._redis_scripts`). Events
+live in one hash per session, field ``<branch>:<seq>``: appends are O(1) per event and a
+read of ``k`` events is one ``HMGET`` of ``k`` fields, whatever the length of the log.
+
+Three indexes live outside the session's slot, each in its own key, and are therefore
+written in a separate step:
+
+* ``<prefix>:t:{tenant}:sessions`` lists a tenant's sessions (members sort by creation
+  time, then id). It is written **before** the session, so an acknowledged session is
+  always listed; listing skips entries whose session does not exist (yet, or any more)
+  and drops them once they are older than a minute.
+* ``<prefix>:g:{expiry}`` and ``<prefix>:g:{idempotency}`` tell ``purge_expired`` where to
+  look. They are written **after** the session and hold a lower bound of the time to look;
+  ``purge_expired`` re-checks each session and corrects the entry. A lost write there
+  only delays purging: native key expiry still removes expired sessions.
+
+Every record carries its tenant, session and the session's incarnation nonce, and every
+value read back is checked against the caller's tenant and session before it is used.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import secrets
+from collections.abc import Awaitable, Callable, Mapping, Sequence
+from datetime import timedelta
+from functools import partial
+from typing import Any, TypeAlias, TypeVar, cast
+from urllib.parse import parse_qsl, urlencode, urlsplit, urlunsplit
+
+import redis.asyncio as aioredis
+from redis.asyncio.cluster import RedisCluster
+from redis.asyncio.retry import Retry
+from redis.backoff import NoBackoff
+from redis.commands.core import AsyncScript
+from redis.exceptions import ConnectionError as RedisConnectionError
+from redis.exceptions import RedisError, ResponseError
+from redis.exceptions import TimeoutError as RedisTimeoutError
+
+from chatstate.errors import (
+    AlreadyExists,
+    BackendUnavailable,
+    BranchNotFound,
+    ChatstateError,
+    IdempotencyMismatch,
+    SchemaMismatch,
+    SeqConflict,
+    SessionExpired,
+    SessionNotFound,
+    StateVersionConflict,
+    ValidationError,
+)
+from chatstate.model import (
+    DEFAULT_BRANCH,
+    AppendResult,
+    Branch,
+    Capabilities,
+    Event,
+    JSONValue,
+    NewEvent,
+    Page,
+    Session,
+    StateDoc,
+)
+from chatstate.store import _redis_scripts as lua
+from chatstate.store.codec import (
+    decode_cursor,
+    decode_event,
+    dumps,
+    encode_appends,
+    encode_cursor,
+    encode_state,
+    fingerprint,
+    loads,
+)
+from chatstate.store.lineage import clip_segments, lineage
+from chatstate.store.protocol import Order
+from chatstate.store.rules import (
+    StoreConfig,
+    check_fork_point,
+    check_id,
+    check_limit,
+    check_metadata,
+    check_metadata_filter,
+    check_order,
+    check_seq,
+    check_ttl,
+    ensure_live,
+    from_us,
+    metadata_matches,
+    new_session_id,
+    to_us,
+)
+from chatstate.store.url import redact
+
+__all__ = ["RedisClient", "RedisStore", "describe_persistence", "open_redis_url"]
+
+log = logging.getLogger(__name__)
+
+RedisClient: TypeAlias = "aioredis.Redis | RedisCluster"
+"""A redis-py asyncio client: one server, or a cluster."""
+
+T = TypeVar("T")
+
+_US = "\x1f"  # separates the fields of an event record's header line
+_SCHEMA = "1"  # version of the session record layout
+_STALE_INDEX_US = 60 * 1_000_000  # index entries younger than this may be a create in flight
+
+
+def describe_persistence(
+    appendonly: str | None, appendfsync: str | None, save: str | None
+) -> tuple[bool, str]:
+    """What a server with these settings can lose on a crash: ``(durable, window)``."""
+    if appendonly is None:
+        return False, "unknown (the server does not allow CONFIG GET)"
+    if appendonly.lower() != "yes":
+        if not save:
+            return False, "everything: no AOF and no RDB snapshots (nothing is persisted)"
+        return False, f"every write since the last RDB snapshot (no AOF; save {save!r})"
+    fsync = (appendfsync or "").lower()
+    if fsync == "always":
+        return True, "none (appendfsync always)"
+    if fsync == "everysec":
+        return False, "about 1 second of acknowledged writes (appendfsync everysec)"
+    return False, "up to about 30 seconds of writes (appendfsync no: the OS decides)"
+
+
+def _ttl_us(ttl_seconds: float) -> int:
+    return timedelta(seconds=ttl_seconds) // timedelta(microseconds=1)
+
+
+def _pairs(flat: Sequence[str]) -> dict[str, str]:
+    return dict(zip(flat[::2], flat[1::2], strict=True))
+
+
+def _integrity(what: str) -> ChatstateError:
+    log.error("redis returned %s that belongs to another session; refusing it", what)
+    return ChatstateError(f"redis returned {what} of another session; refusing to use it")
+
+
+class _Keys:
+    """Key names. Only validated ids and our own prefix ever go into a key."""
+
+    def __init__(self, prefix: str) -> None:
+        self.prefix = prefix
+        self.expiry = f"{prefix}:g:{{expiry}}"
+        self.idempotency = f"{prefix}:g:{{idempotency}}"
+
+    def session(self, tenant: str, session: str) -> list[str]:
+        """The seven keys of a session, in the order the scripts expect."""
+        tag = f"{self.prefix}:s:{{{tenant}:{session}}}"
+        return [f"{tag}:{part}" for part in ("m", "b", "h", "e", "i", "it", "st")]
+
+    def tenant(self, tenant: str) -> str:
+        return f"{self.prefix}:t:{{{tenant}}}:sessions"
+
+
+def _member(created_us: int, session: str, nonce: str) -> str:
+    """Tenant index member: sorts by creation time, then id (``\\x01`` sorts below ids)."""
+    return f"{created_us:020d}\x01{session}\x01{nonce}"
+
+
+def _parse_member(member: str) -> tuple[int, str, str]:
+    created, session, nonce = member.split("\x01")
+    return int(created), session, nonce
+
+
+class RedisStore:
+    """A :class:`~chatstate.store.protocol.Store` on Redis or Redis Cluster.
+
+    Build it with :func:`open_redis_url`, or around your own client (created with
+    ``decode_responses=True`` and without command retries, which could run a write twice).
+    ``native_ttl_grace_seconds`` is how long after ``expires_at`` Redis itself drops the
+    keys of an expired session (until then it answers ``SessionExpired``).
+    """
+
+    def __init__(
+        self,
+        client: RedisClient,
+        *,
+        config: StoreConfig | None = None,
+        prefix: str = "cs",
+        durable: bool = False,
+        loss_window: str = "unknown",
+        native_ttl_grace_seconds: float = 600.0,
+    ) -> None:
+        check_id(prefix, "redis key prefix", max_len=64)
+        self._client = client
+        self._config = config or StoreConfig()
+        self._keys = _Keys(prefix)
+        self._durable = durable
+        self.loss_window = loss_window
+        """What a crash of the server can lose, as read from its settings at start."""
+        self._grace_ms = str(int(native_ttl_grace_seconds * 1000))
+        self._idem_ttl_us = int(self._config.idempotency_ttl_seconds * 1_000_000)
+        self._scripts: dict[str, AsyncScript] = {
+            name: client.register_script(getattr(lua, name))
+            for name in (
+                "SNAPSHOT",
+                "CREATE",
+                "APPEND",
+                "FORK",
+                "PUT_STATE",
+                "SET_TTL",
+                "DELETE",
+                "PURGE_ONE",
+                "IDEM_CLEAN",
+                "INDEX_CAS",
+            )
+        }
+
+    @property
+    def capabilities(self) -> Capabilities:
+        return Capabilities(durable=self._durable, shared=True, native_ttl=True)
+
+    @property
+    def client(self) -> RedisClient:
+        return self._client
+
+    @property
+    def prefix(self) -> str:
+        return self._keys.prefix
+
+    # -- I/O boundary: every driver error becomes a chatstate error here ------------------
+
+    async def _io(self, call: Callable[[], Awaitable[T]], *, retry: bool = False) -> T:
+        """Run one Redis call. Reads may retry once (a pooled connection can be stale
+        after a server restart); writes never do, since a lost reply can hide a write."""
+        for attempt in (1, 2):
+            try:
+                return await call()
+            except (RedisConnectionError, RedisTimeoutError) as exc:
+                if retry and attempt == 1:
+                    await asyncio.sleep(0.05)
+                    continue
+                raise BackendUnavailable(f"redis is unreachable: {exc}") from exc
+            except ResponseError as exc:
+                busy = str(exc).startswith(("LOADING", "CLUSTERDOWN", "TRYAGAIN"))
+                if busy and retry and attempt == 1:
+                    await asyncio.sleep(0.1)
+                    continue
+                raise BackendUnavailable(f"redis refused the command: {exc}") from exc
+            except RedisError as exc:
+                raise BackendUnavailable(f"redis error: {exc}") from exc
+        raise AssertionError("unreachable")  # pragma: no cover
+
+    async def _run(
+        self, name: str, keys: Sequence[str], args: Sequence[str | int], *, retry: bool = False
+    ) -> list[Any]:
+        script = self._scripts[name]
+        reply = await self._io(lambda: script(keys=keys, args=args), retry=retry)
+        return cast(list[Any], reply)
+
+    async def _best_effort(self, what: str, call: Callable[[], Awaitable[object]]) -> None:
+        """An index update after the session write: failure delays cleanup only."""
+        try:
+            await call()
+        except (RedisError, OSError) as exc:
+            log.warning("redis: %s failed (%s); purge_expired will catch up", what, exc)
+
+    # -- decoding, with the owner check ------------------------------------------------
+
+    def _status(self, reply: list[Any], session_id: str, branch: str | None = None) -> str:
+        status = str(reply[0])
+        if status == "nosession":
+            raise SessionNotFound(f"session {session_id!r} not found")
+        if status == "expired":
+            raise SessionExpired(f"session {session_id!r} has expired")
+        if status == "integrity":
+            raise _integrity("a session record")
+        if status == "nobranch":
+            raise BranchNotFound(f"branch {branch!r} not found")
+        return status
+
+    def _session(self, rec: Mapping[str, str], tenant_id: str, session_id: str) -> Session:
+        if not rec:
+            raise SessionNotFound(f"session {session_id!r} not found")
+        if rec.get("tenant") != tenant_id or rec.get("session") != session_id:
+            raise _integrity("a session record")
+        if rec.get("v") != _SCHEMA:
+            raise SchemaMismatch(
+                f"session record has layout {rec.get('v')!r}, this chatstate reads {_SCHEMA}",
+                fix="upgrade chatstate",
+            )
+        expires = rec["expires_us"]
+        return Session(
+            tenant_id=tenant_id,
+            id=session_id,
+            created_at=from_us(int(rec["created_us"])),
+            updated_at=from_us(int(rec["updated_us"])),
+            metadata=cast(dict[str, JSONValue], loads(rec["metadata"])),
+            user_id=rec["user_id"] or None,
+            ttl_seconds=cast(float, loads(rec["ttl"])) if rec["ttl"] else None,
+            expires_at=from_us(int(expires)) if expires else None,
+        )
+
+    def _live(self, rec: Mapping[str, str], tenant_id: str, session_id: str) -> Session:
+        return ensure_live(self._session(rec, tenant_id, session_id), self._config.clock())
+
+    @staticmethod
+    def _branches(info: Mapping[str, str], heads: Mapping[str, str]) -> dict[str, Branch]:
+        out: list[tuple[int, Branch]] = []
+        for name, packed in info.items():
+            created, parent, fork, order = packed.split("|")
+            out.append(
+                (
+                    int(order),
+                    Branch(
+                        name=name,
+                        head_seq=int(heads[name]),
+                        created_at=from_us(int(created)),
+                        parent=parent or None,
+                        fork_seq=int(fork) if parent else None,
+                    ),
+                )
+            )
+        out.sort(key=lambda item: item[0])
+        return {branch.name: branch for _, branch in out}
+
+    def _event(
+        self,
+        raw: str | None,
+        *,
+        tenant_id: str,
+        session_id: str,
+        nonce: str,
+        branch: str,
+        seq: int,
+    ) -> Event:
+        if raw is None:  # the session went away between our two reads
+            raise SessionNotFound(f"session {session_id!r} not found")
+        header, newline, body = raw.partition("\n")
+        parts = header.split(_US)
+        if not newline or len(parts) != 8:
+            raise _integrity("a malformed event record")
+        r_seq, r_nonce, r_tenant, r_session, r_branch, created, tokens, key = parts
+        if r_tenant != tenant_id or r_session != session_id:
+            raise _integrity("an event")
+        if r_nonce != nonce:  # deleted and created again between our two reads
+            raise SessionNotFound(f"session {session_id!r} not found")
+        if r_branch != branch or r_seq != str(seq):
+            raise _integrity("an event from another position")
+        return decode_event(
+            body,
+            seq=seq,
+            branch=branch,
+            created_at=from_us(int(created)),
+            token_count=int(tokens) if tokens else None,
+            idempotency_key=key or None,
+        )
+
+    # -- sessions -----------------------------------------------------------------------
+
+    @staticmethod
+    def _ids(tenant_id: str, session_id: str) -> None:
+        check_id(tenant_id, "tenant_id")
+        check_id(session_id, "session_id")
+
+    async def create_session(
+        self,
+        *,
+        tenant_id: str,
+        session_id: str | None = None,
+        user_id: str | None = None,
+        metadata: Mapping[str, JSONValue] | None = None,
+        ttl_seconds: float | None = None,
+    ) -> Session:
+        check_id(tenant_id, "tenant_id")
+        session_id = new_session_id() if session_id is None else check_id(session_id, "session_id")
+        if user_id is not None:
+            check_id(user_id, "user_id")
+        check_metadata(metadata, self._config.limits)
+        check_ttl(ttl_seconds)
+        now_us = to_us(self._config.clock())
+        nonce = secrets.token_hex(8)
+        ttl_us = _ttl_us(ttl_seconds) if ttl_seconds is not None else None
+        expires_us = now_us + ttl_us if ttl_us is not None else None
+        meta_json = dumps(dict(metadata or {}))
+        index, member = self._keys.tenant(tenant_id), _member(now_us, session_id, nonce)
+        # The listing entry goes first: once the session exists, it is listed.
+        await self._io(lambda: self._client.zadd(index, {member: 0}))
+        reply = await self._run(
+            "CREATE",
+            self._keys.session(tenant_id, session_id),
+            [
+                tenant_id,
+                session_id,
+                str(now_us),
+                nonce,
+                user_id or "",
+                meta_json,
+                dumps(ttl_seconds) if ttl_seconds is not None else "",
+                str(ttl_us) if ttl_us is not None else "",
+                str(expires_us) if expires_us is not None else "",
+                f"{now_us}|||0",
+                self._grace_ms,
+            ],
+        )
+        status = self._status(reply, session_id)
+        if status == "exists":
+            await self._best_effort("index cleanup", lambda: self._client.zrem(index, member))
+            raise AlreadyExists(f"session {session_id!r} already exists")
+        if status == "replaced":  # an expired session of that id was purged on the way
+            old = _member(int(reply[2]), session_id, str(reply[1]))
+            await self._best_effort("index cleanup", lambda: self._client.zrem(index, old))
+        if expires_us is not None:
+            entry = f"{tenant_id}:{session_id}:{nonce}"
+            await self._best_effort(
+                "expiry index", lambda: self._client.zadd(self._keys.expiry, {entry: expires_us})
+            )
+        created = from_us(now_us)
+        return Session(
+            tenant_id=tenant_id,
+            id=session_id,
+            created_at=created,
+            updated_at=created,
+            metadata=cast(dict[str, JSONValue], loads(meta_json)),
+            user_id=user_id,
+            ttl_seconds=ttl_seconds,
+            expires_at=from_us(expires_us) if expires_us is not None else None,
+        )
+
+    async def get_session(self, *, tenant_id: str, session_id: str) -> Session:
+        self._ids(tenant_id, session_id)
+        key = self._keys.session(tenant_id, session_id)[0]
+        rec = await self._io(lambda: self._client.hgetall(key), retry=True)
+        return self._live(cast(dict[str, str], rec), tenant_id, session_id)
+
+    async def _metas(self, tenant_id: str, members: Sequence[str]) -> list[dict[str, str]]:
+        """The session records of some tenant index members, in one round trip."""
+
+        async def fetch() -> list[dict[str, str]]:
+            pipe = self._client.pipeline(transaction=False)
+            for member in members:
+                pipe.hgetall(self._keys.session(tenant_id, _parse_member(member)[1])[0])
+            return cast(list[dict[str, str]], await pipe.execute())
+
+        return await self._io(fetch, retry=True)
+
+    async def list_sessions(
+        self,
+        *,
+        tenant_id: str,
+        user_id: str | None = None,
+        metadata: Mapping[str, str | int | float | bool] | None = None,
+        limit: int = 50,
+        cursor: str | None = None,
+    ) -> Page[Session]:
+        check_id(tenant_id, "tenant_id")
+        if user_id is not None:
+            check_id(user_id, "user_id")
+        check_metadata_filter(metadata)
+        check_limit(limit, self._config.limits)
+        start = "+"
+        if cursor is not None:
+            created, sid = decode_cursor(cursor, (int, str))
+            start = f"({int(created):020d}\x01{sid}\x01"
+        now = self._config.clock()
+        old = to_us(now) - _STALE_INDEX_US
+        index = self._keys.tenant(tenant_id)
+        batch = min(max(limit + 1, 32), 1000)
+        found: list[Session] = []
+        stale: list[str] = []
+        while len(found) <= limit:
+            members = cast(
+                list[str],
+                await self._io(
+                    partial(
+                        self._client.execute_command,
+                        *("ZRANGE", index, start, "-", "BYLEX", "REV", "LIMIT", 0, batch),
+                    ),
+                    retry=True,
+                ),
+            )
+            if not members:
+                break
+            for member, rec in zip(members, await self._metas(tenant_id, members), strict=True):
+                created_us, sid, nonce = _parse_member(member)
+                if not rec or rec.get("nonce") != nonce:
+                    if created_us < old:  # deleted or a failed create, not one in flight
+                        stale.append(member)
+                    continue
+                session = self._session(rec, tenant_id, sid)
+                if session.expires_at is not None and session.expires_at <= now:
+                    continue
+                if user_id is not None and session.user_id != user_id:
+                    continue
+                if not metadata_matches(session.metadata, metadata):
+                    continue
+                found.append(session)
+                if len(found) > limit:
+                    break
+            if len(members) < batch:
+                break
+            start = "(" + members[-1]
+        if stale:
+            await self._best_effort("index cleanup", lambda: self._client.zrem(index, *stale))
+        page = found[:limit]
+        next_cursor = None
+        if len(found) > limit:
+            last = page[-1]
+            next_cursor = encode_cursor(to_us(last.created_at), last.id)
+        return Page(items=tuple(page), next_cursor=next_cursor)
+
+    async def set_ttl(
+        self, *, tenant_id: str, session_id: str, ttl_seconds: float | None
+    ) -> Session:
+        check_ttl(ttl_seconds)
+        self._ids(tenant_id, session_id)
+        now_us = to_us(self._config.clock())
+        ttl_us = _ttl_us(ttl_seconds) if ttl_seconds is not None else None
+        expires_us = now_us + ttl_us if ttl_us is not None else None
+        reply = await self._run(
+            "SET_TTL",
+            self._keys.session(tenant_id, session_id),
+            [
+                tenant_id,
+                session_id,
+                str(now_us),
+                dumps(ttl_seconds) if ttl_seconds is not None else "",
+                str(ttl_us) if ttl_us is not None else "",
+                str(expires_us) if expires_us is not None else "",
+                self._grace_ms,
+            ],
+        )
+        self._status(reply, session_id)
+        rec = _pairs(reply[1])
+        if expires_us is not None:  # only ever lower the entry: it is a lower bound
+            entry = f"{tenant_id}:{session_id}:{rec['nonce']}"
+            await self._best_effort(
+                "expiry index",
+                lambda: self._client.zadd(self._keys.expiry, {entry: expires_us}, lt=True),
+            )
+        return self._session(rec, tenant_id, session_id)
+
+    async def _forget(self, tenant_id: str, session_id: str, nonce: str, created: int) -> None:
+        """Drop a deleted session's index entries (each names only that incarnation)."""
+        entry = f"{tenant_id}:{session_id}:{nonce}"
+
+        async def drop() -> None:
+            pipe = self._client.pipeline(transaction=False)
+            pipe.zrem(self._keys.tenant(tenant_id), _member(created, session_id, nonce))
+            pipe.zrem(self._keys.expiry, entry)
+            pipe.zrem(self._keys.idempotency, entry)
+            await pipe.execute()
+
+        await self._best_effort("index cleanup", drop)
+
+    async def delete_session(self, *, tenant_id: str, session_id: str) -> None:
+        self._ids(tenant_id, session_id)
+        reply = await self._run(
+            "DELETE", self._keys.session(tenant_id, session_id), [tenant_id, session_id]
+        )
+        self._status(reply, session_id)
+        await self._forget(tenant_id, session_id, str(reply[1]), int(reply[2]))
+
+    async def delete_sessions(self, *, tenant_id: str, user_id: str | None = None) -> int:
+        check_id(tenant_id, "tenant_id")
+        if user_id is not None:
+            check_id(user_id, "user_id")
+        index = self._keys.tenant(tenant_id)
+        members = cast(
+            list[str], await self._io(lambda: self._client.zrange(index, 0, -1), retry=True)
+        )
+        deleted = 0
+        for start in range(0, len(members), 500):
+            chunk = members[start : start + 500]
+            for member, rec in zip(chunk, await self._metas(tenant_id, chunk), strict=True):
+                _, sid, nonce = _parse_member(member)
+                if not rec or rec.get("nonce") != nonce:
+                    continue
+                session = self._session(rec, tenant_id, sid)
+                if user_id is not None and session.user_id != user_id:
+                    continue
+                reply = await self._run(
+                    "DELETE", self._keys.session(tenant_id, sid), [tenant_id, sid]
+                )
+                if str(reply[0]) == "ok":
+                    deleted += 1
+                    await self._forget(tenant_id, sid, str(reply[1]), int(reply[2]))
+        return deleted
+
+    async def purge_expired(self) -> int:
+        now_us = to_us(self._config.clock())
+        purged = 0
+        due = cast(
+            list[tuple[str, float]],
+            await self._io(
+                lambda: self._client.zrangebyscore(
+                    self._keys.expiry, "-inf", now_us, withscores=True
+                ),
+                retry=True,
+            ),
+        )
+        for entry, seen in due:
+            tenant_id, session_id, nonce = entry.split(":")
+            reply = await self._run(
+                "PURGE_ONE",
+                self._keys.session(tenant_id, session_id),
+                [tenant_id, session_id, nonce, str(now_us)],
+            )
+            status = str(reply[0])
+            if status == "integrity":
+                raise _integrity("a session record")
+            if status == "deleted":
+                purged += 1
+                await self._forget(tenant_id, session_id, nonce, int(reply[1]))
+            elif status == "stale":
+                await self._best_effort(
+                    "expiry index", partial(self._client.zrem, self._keys.expiry, entry)
+                )
+            else:  # live: the session was refreshed; move its entry to its real expiry
+                await self._run("INDEX_CAS", [self._keys.expiry], [entry, int(seen), reply[1]])
+        await self._purge_idempotency(now_us - self._idem_ttl_us)
+        return purged
+
+    async def _purge_idempotency(self, horizon_us: int) -> None:
+        due = cast(
+            list[tuple[str, float]],
+            await self._io(
+                lambda: self._client.zrangebyscore(
+                    self._keys.idempotency, "-inf", horizon_us, withscores=True
+                ),
+                retry=True,
+            ),
+        )
+        for entry, seen in due:
+            tenant_id, session_id, nonce = entry.split(":")
+            keys = self._keys.session(tenant_id, session_id)
+            reply = await self._run(
+                "IDEM_CLEAN",
+                [keys[0], keys[4], keys[5]],
+                [tenant_id, session_id, nonce, str(horizon_us)],
+            )
+            status = str(reply[0])
+            if status == "integrity":
+                raise _integrity("a session record")
+            if status == "stale":
+                await self._best_effort(
+                    "idempotency index", partial(self._client.zrem, self._keys.idempotency, entry)
+                )
+            else:
+                left = "" if status == "empty" else str(reply[1])
+                await self._run("INDEX_CAS", [self._keys.idempotency], [entry, int(seen), left])
+
+    # -- events -------------------------------------------------------------------------
+
+    async def append(
+        self,
+        *,
+        tenant_id: str,
+        session_id: str,
+        events: Sequence[NewEvent],
+        branch: str = DEFAULT_BRANCH,
+        expected_seq: int | None = None,
+        idempotency_key: str | None = None,
+    ) -> AppendResult:
+        check_id(branch, "branch")
+        check_seq(expected_seq, "expected_seq", allow_none=True)
+        if idempotency_key is not None:
+            check_id(idempotency_key, "idempotency_key", max_len=255)
+        encoded = encode_appends(events, self._config.limits)
+        self._ids(tenant_id, session_id)
+        now_us = to_us(self._config.clock())
+        key = idempotency_key or ""
+        args: list[str | int] = [
+            tenant_id,
+            session_id,
+            str(now_us),
+            branch,
+            "" if expected_seq is None else str(expected_seq),
+            key,
+            fingerprint(branch, encoded) if key else "",
+            str(now_us - self._idem_ttl_us),
+            self._grace_ms,
+            _US.join((tenant_id, session_id, branch, str(now_us))),
+            str(len(encoded)),
+        ]
+        for item in encoded:
+            tokens = item.event.token_count
+            args += ["" if tokens is None else str(tokens), item.body]
+        keys = self._keys.session(tenant_id, session_id)
+        reply = await self._run("APPEND", keys, args)
+        status = self._status(reply, session_id, branch)
+        if status == "mismatch":
+            raise IdempotencyMismatch(
+                f"idempotency key {idempotency_key!r} was used with another payload"
+            )
+        if status == "conflict":
+            head = int(reply[1])
+            raise SeqConflict(
+                f"expected seq {expected_seq}, branch {branch!r} is at {head}",
+                expected=cast(int, expected_seq),
+                actual=head,
+            )
+        if status == "replay":
+            owner, first, last, nonce = str(reply[1]), int(reply[2]), int(reply[3]), reply[4]
+            replayed = [
+                self._event(
+                    raw,
+                    tenant_id=tenant_id,
+                    session_id=session_id,
+                    nonce=nonce,
+                    branch=owner,
+                    seq=seq,
+                )
+                for seq, raw in zip(range(first, last + 1), reply[5], strict=True)
+            ]
+            return AppendResult(
+                branch=owner,
+                first_seq=first,
+                last_seq=last,
+                events=tuple(replayed),
+                replayed=True,
+            )
+        first, last, nonce = int(reply[1]), int(reply[2]), str(reply[3])
+        if reply[4] == "1":  # the session's first idempotency record: tell purge_expired
+            entry = f"{tenant_id}:{session_id}:{nonce}"
+            await self._best_effort(
+                "idempotency index",
+                lambda: self._client.zadd(self._keys.idempotency, {entry: now_us}),
+            )
+        created = from_us(now_us)
+        written = [
+            decode_event(
+                item.body,
+                seq=first + offset,
+                branch=branch,
+                created_at=created,
+                token_count=item.event.token_count,
+                idempotency_key=idempotency_key,
+            )
+            for offset, item in enumerate(encoded)
+        ]
+        return AppendResult(branch=branch, first_seq=first, last_seq=last, events=tuple(written))
+
+    async def _snapshot(
+        self, tenant_id: str, session_id: str
+    ) -> tuple[Session, str, dict[str, Branch]]:
+        keys = self._keys.session(tenant_id, session_id)
+        reply = await self._run("SNAPSHOT", keys[:3], [], retry=True)
+        meta = _pairs(reply[0])
+        session = self._live(meta, tenant_id, session_id)
+        return session, meta["nonce"], self._branches(_pairs(reply[1]), _pairs(reply[2]))
+
+    async def read(
+        self,
+        *,
+        tenant_id: str,
+        session_id: str,
+        branch: str = DEFAULT_BRANCH,
+        after_seq: int = 0,
+        before_seq: int | None = None,
+        limit: int = 100,
+        order: Order = "asc",
+    ) -> list[Event]:
+        check_id(branch, "branch")
+        check_seq(after_seq, "after_seq")
+        check_seq(before_seq, "before_seq", allow_none=True)
+        check_limit(limit, self._config.limits)
+        check_order(order)
+        self._ids(tenant_id, session_id)
+        _, nonce, branches = await self._snapshot(tenant_id, session_id)
+        if branch not in branches:
+            raise BranchNotFound(f"branch {branch!r} not found")
+        plan: list[tuple[str, int]] = []
+        for seg in clip_segments(lineage(branches, branch), after_seq, before_seq, order):
+            head = branches[seg.branch].head_seq
+            hi = head if seg.hi is None else min(seg.hi, head)
+            if hi < seg.lo:
+                continue
+            want = limit - len(plan)
+            if order == "desc":
+                seqs = range(hi, max(seg.lo, hi - want + 1) - 1, -1)
+            else:
+                seqs = range(seg.lo, min(hi, seg.lo + want - 1) + 1)
+            plan += [(seg.branch, seq) for seq in seqs]
+            if len(plan) >= limit:
+                break
+        if not plan:
+            return []
+        events_key = self._keys.session(tenant_id, session_id)[3]
+        fields = [f"{owner}:{seq}" for owner, seq in plan]
+        raws = cast(
+            list[str | None],
+            await self._io(lambda: self._client.hmget(events_key, fields), retry=True),
+        )
+        return [
+            self._event(
+                raw,
+                tenant_id=tenant_id,
+                session_id=session_id,
+                nonce=nonce,
+                branch=owner,
+                seq=seq,
+            )
+            for (owner, seq), raw in zip(plan, raws, strict=True)
+        ]
+
+    async def read_last(
+        self, *, tenant_id: str, session_id: str, branch: str = DEFAULT_BRANCH, n: int
+    ) -> list[Event]:
+        events = await self.read(
+            tenant_id=tenant_id, session_id=session_id, branch=branch, limit=n, order="desc"
+        )
+        events.reverse()
+        return events
+
+    # -- branches -----------------------------------------------------------------------
+
+    async def fork(
+        self,
+        *,
+        tenant_id: str,
+        session_id: str,
+        new_branch: str,
+        from_branch: str = DEFAULT_BRANCH,
+        at_seq: int | None = None,
+    ) -> Branch:
+        check_id(new_branch, "new_branch")
+        check_id(from_branch, "from_branch")
+        check_seq(at_seq, "at_seq", allow_none=True)
+        self._ids(tenant_id, session_id)
+        now_us = to_us(self._config.clock())
+        reply = await self._run(
+            "FORK",
+            self._keys.session(tenant_id, session_id)[:3],
+            [
+                tenant_id,
+                session_id,
+                str(now_us),
+                new_branch,
+                from_branch,
+                "" if at_seq is None else str(at_seq),
+            ],
+        )
+        status = self._status(reply, session_id, from_branch)
+        if status == "exists":
+            raise AlreadyExists(f"branch {new_branch!r} already exists")
+        if status == "badfork":
+            check_fork_point(cast(int, at_seq), int(reply[1]))
+            raise ValidationError(f"cannot fork at seq {at_seq}")  # pragma: no cover
+        at = int(reply[1])
+        return Branch(
+            name=new_branch,
+            head_seq=at,
+            created_at=from_us(now_us),
+            parent=from_branch,
+            fork_seq=at,
+        )
+
+    async def list_branches(self, *, tenant_id: str, session_id: str) -> list[Branch]:
+        self._ids(tenant_id, session_id)
+        _, _, branches = await self._snapshot(tenant_id, session_id)
+        return list(branches.values())
+
+    # -- state --------------------------------------------------------------------------
+
+    async def get_state(self, *, tenant_id: str, session_id: str) -> StateDoc:
+        self._ids(tenant_id, session_id)
+        keys = self._keys.session(tenant_id, session_id)
+        reply = await self._run("SNAPSHOT", [keys[0], keys[6]], [], retry=True)
+        meta, state = _pairs(reply[0]), _pairs(reply[1])
+        self._live(meta, tenant_id, session_id)
+        if not state:
+            return StateDoc(version=0, data={})
+        if state.get("tenant") != tenant_id or state.get("session") != session_id:
+            raise _integrity("a state document")
+        if state.get("nonce") != meta["nonce"]:
+            return StateDoc(version=0, data={})
+        return StateDoc(
+            version=int(state["version"]),
+            data=cast(dict[str, JSONValue], loads(state["body"])),
+            updated_at=from_us(int(state["updated_us"])),
+        )
+
+    async def put_state(
+        self,
+        *,
+        tenant_id: str,
+        session_id: str,
+        data: Mapping[str, JSONValue],
+        expected_version: int,
+    ) -> StateDoc:
+        check_seq(expected_version, "expected_version")
+        body = encode_state(data, self._config.limits)
+        self._ids(tenant_id, session_id)
+        now_us = to_us(self._config.clock())
+        keys = self._keys.session(tenant_id, session_id)
+        reply = await self._run(
+            "PUT_STATE",
+            [keys[0], keys[6]],
+            [tenant_id, session_id, str(now_us), str(expected_version), body],
+        )
+        if self._status(reply, session_id) == "conflict":
+            actual = int(reply[1])
+            raise StateVersionConflict(
+                f"state is at version {actual}, not {expected_version}",
+                expected=expected_version,
+                actual=actual,
+            )
+        return StateDoc(
+            version=int(reply[1]),
+            data=cast(dict[str, JSONValue], loads(body)),
+            updated_at=from_us(now_us),
+        )
+
+    async def close(self) -> None:
+        await self._client.aclose()
+
+
+# -- opening ------------------------------------------------------------------------------
+
+_OUR_PARAMS = ("prefix", "ttl_grace")
+
+
+def _split_url(url: str) -> tuple[str, bool, dict[str, str]]:
+    """The URL for redis-py, whether it names a cluster, and our own query parameters."""
+    parts = urlsplit(url)
+    scheme = parts.scheme.lower()
+    if scheme not in ("redis", "rediss", "redis+cluster", "rediss+cluster"):
+        raise ValidationError(f"not a redis URL: {redact(url)!r}")
+    query = parse_qsl(parts.query, keep_blank_values=True)
+    ours = {k: v for k, v in query if k in _OUR_PARAMS}
+    rest = [(k, v) for k, v in query if k not in _OUR_PARAMS]
+    driver = "rediss" if scheme.startswith("rediss") else "redis"
+    return (
+        urlunsplit(parts._replace(scheme=driver, query=urlencode(rest))),
+        scheme.endswith("+cluster"),
+        ours,
+    )
+
+
+def connect_client(url: str) -> tuple[RedisClient, dict[str, str]]:
+    """A redis-py client for ``url`` (no connection yet) and chatstate's URL parameters.
+
+    Commands are never retried by the driver: a retry after a lost reply could run a
+    write twice. Socket time-outs keep a dead server from hanging a caller.
+    """
+    driver_url, cluster, ours = _split_url(url)
+    options: dict[str, Any] = {
+        "decode_responses": True,
+        "retry": Retry(NoBackoff(), 0),
+        "socket_connect_timeout": 5,
+        "socket_timeout": 30,
+    }
+    client: RedisClient
+    if cluster:
+        client = RedisCluster.from_url(driver_url, **options)
+    else:
+        client = aioredis.Redis.from_url(driver_url, **options)
+    return client, ours
+
+
+async def _config_get(client: RedisClient, name: str) -> str | None:
+    """One server setting; on a cluster, the weakest answer of the primaries."""
+    try:
+        if isinstance(client, RedisCluster):
+            values = []
+            for node in client.get_primaries():
+                got = await client.config_get(name, target_nodes=node)
+                values.append(cast(dict[str, str], got).get(name))
+            if name == "appendonly" and "no" in values:
+                return "no"
+            if name == "appendfsync":
+                for weakest in ("no", "everysec", "always"):
+                    if weakest in values:
+                        return weakest
+            return values[0] if values else None
+        got = await client.config_get(name)
+        return cast(dict[str, str], got).get(name)
+    except ResponseError:  # CONFIG is renamed or forbidden (managed services)
+        return None
+
+
+async def read_persistence(client: RedisClient) -> tuple[bool, str]:
+    """``(durable, loss window)`` from the server's ``appendonly``/``appendfsync``."""
+    appendonly = await _config_get(client, "appendonly")
+    fsync = await _config_get(client, "appendfsync") if appendonly is not None else None
+    save = await _config_get(client, "save") if appendonly is not None else None
+    return describe_persistence(appendonly, fsync, save)
+
+
+async def open_redis_url(url: str, config: StoreConfig) -> RedisStore:
+    """``redis://[user:pass@]host:port/db``, ``rediss://...`` (TLS) or
+    ``redis+cluster://host:port`` (any node of the cluster as the seed).
+
+    Query parameters of our own: ``prefix`` (key prefix, default ``cs``) and ``ttl_grace``
+    (seconds after expiry before Redis drops an expired session's keys, default 600); the
+    rest go to redis-py (for example ``socket_timeout``).
+    """
+    client, ours = connect_client(url)
+    try:
+        await client.ping()
+        durable, window = await read_persistence(client)
+    except (RedisError, OSError) as exc:
+        await client.aclose()
+        raise BackendUnavailable(f"cannot reach redis at {redact(url)}: {exc}") from exc
+    if durable:
+        log.info("redis at %s: acknowledged writes survive a crash (%s)", redact(url), window)
+    else:
+        log.warning(
+            "redis at %s: a crash of the server can lose %s; use appendonly yes + "
+            "appendfsync always for no loss",
+            redact(url),
+            window,
+        )
+    try:
+        return RedisStore(
+            client,
+            config=config,
+            prefix=ours.get("prefix", "cs"),
+            durable=durable,
+            loss_window=window,
+            native_ttl_grace_seconds=float(ours.get("ttl_grace", "600")),
+        )
+    except BaseException:
+        await client.aclose()
+        raise
