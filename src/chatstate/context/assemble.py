@@ -76,6 +76,9 @@ class ContextRequest:
     current: NewEvent | None = None
     previous_prefix: tuple[str, ...] = ()
     uncovered_before: int | None = None
+    stored_counts: bool = True
+    """Use events' stored ``token_count``; false when they were counted with another
+    tokenizer than this model's."""
 
 
 @dataclass(frozen=True, slots=True)
@@ -127,7 +130,9 @@ def assemble(
     _pin_state(draft, request, policy, count)
     _pin_summary(draft, request, policy, count)
     max_event = max(1, int(policy.max_event_share * draft.budget))
-    turns, excluded = group_turns(request.tail, count=count, max_event_tokens=max_event)
+    turns, excluded = group_turns(
+        request.tail, count=count, max_event_tokens=max_event, stored=request.stored_counts
+    )
     recent, picked, spent = _fill(
         draft.left,
         turns,

@@ -57,9 +57,13 @@ class Exclusion:
     reason: str
 
 
-def message_tokens(event: Event, count: Callable[[str], int]) -> int:
-    """Tokens one event costs as a chat message: stored count if any, else counted."""
-    body = event.token_count if event.token_count is not None else count(event_text(event))
+def message_tokens(event: Event, count: Callable[[str], int], *, stored: bool = True) -> int:
+    """Tokens one event costs as a chat message: its stored count if any (and ``stored``),
+    else counted."""
+    if stored and event.token_count is not None:
+        body = event.token_count
+    else:
+        body = count(event_text(event))
     return body + MESSAGE_OVERHEAD + (1 if event.name else 0)
 
 
@@ -68,6 +72,7 @@ def group_turns(
     *,
     count: Callable[[str], int],
     max_event_tokens: int,
+    stored: bool = True,
 ) -> tuple[list[Turn], list[Exclusion]]:
     """Split chat events (oldest first) into turns, repairing as the module says."""
     turns: list[Turn] = []
@@ -77,13 +82,14 @@ def group_turns(
     def close() -> None:
         kept = _repair_tool_pairs(current, excluded)
         if kept:
-            turns.append(Turn(tuple(kept), sum(message_tokens(e, count) for e in kept)))
+            cost = sum(message_tokens(e, count, stored=stored) for e in kept)
+            turns.append(Turn(tuple(kept), cost))
         current.clear()
 
     for event in events:
         if event.kind not in _CHAT_KINDS:
             continue
-        if message_tokens(event, count) > max_event_tokens:
+        if message_tokens(event, count, stored=stored) > max_event_tokens:
             excluded.append(Exclusion(event.seq, "oversized"))
             continue
         if event.kind == "message" and event.role == "user" and current:

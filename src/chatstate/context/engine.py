@@ -1,0 +1,424 @@
+"""The context engine: reads what one turn needs from the store and assembles it.
+
+Per turn it reads a bounded window (the newest ``tail_limit`` events, the state document,
+the few retrieved turns), never the whole history, so its cost follows the window and
+not the conversation. The decisions are made by the pure :func:`assemble`.
+
+Compaction runs off the request path: when turns no longer fit, the engine schedules a
+background task that folds the previous summary and the oldest turns into a new
+``summary`` event (data: ``from_seq``, ``to_seq``, ``text``). Until it lands, builds use
+the previous summary and the manifest reports what was dropped. A failed compaction is
+logged at WARNING and counted in :attr:`ContextEngine.stats`; the log is never changed.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+from collections import OrderedDict
+from collections.abc import Callable, Mapping, Sequence
+from dataclasses import dataclass, field, replace
+from functools import lru_cache
+from typing import TypeVar
+
+from chatstate.context.assemble import (
+    AssembledContext,
+    ContextPolicy,
+    ContextRequest,
+    SummaryInput,
+    assemble,
+)
+from chatstate.context.manifest import Manifest
+from chatstate.context.pinned import render_state
+from chatstate.context.retrieval import Retriever
+from chatstate.context.summaries import Summariser
+from chatstate.context.text import event_text
+from chatstate.context.tokens import counter_for, model_info
+from chatstate.context.turns import Turn, group_turns
+from chatstate.errors import ValidationError
+from chatstate.model import AppendResult, Event, JSONValue, NewEvent
+from chatstate.store.protocol import Store
+
+__all__ = ["BuiltContext", "ContextEngine"]
+
+log = logging.getLogger(__name__)
+
+Message = dict[str, JSONValue]
+_Key = tuple[str, str, str]
+_CHAT_KINDS = frozenset({"message", "tool_call", "tool_result"})
+_K = TypeVar("_K")
+_V = TypeVar("_V")
+
+
+@dataclass(frozen=True, slots=True)
+class BuiltContext:
+    messages: list[Message]
+    """What to send to the model, in OpenAI chat format."""
+    manifest: Manifest
+    compaction_scheduled: bool = False
+
+
+@dataclass(slots=True)
+class _Index:
+    retriever: Retriever
+    upto: int = 0
+    """Every complete turn ending at or before this seq is indexed."""
+    spans: dict[int, int] = field(default_factory=dict)
+    """First seq of an indexed turn -> its last seq."""
+
+
+@dataclass(slots=True)
+class EngineStats:
+    builds: int = 0
+    compactions: int = 0
+    compaction_failures: int = 0
+
+
+def _default_retriever() -> Retriever:
+    from chatstate.context.bm25 import BM25Retriever  # noqa: PLC0415 - keeps import light
+
+    return BM25Retriever()
+
+
+def _default_summariser() -> Summariser:
+    from chatstate.context.extractive import ExtractiveSummariser  # noqa: PLC0415
+
+    return ExtractiveSummariser()
+
+
+class ContextEngine:
+    """Builds each turn's input from a :class:`Store` under a token budget."""
+
+    def __init__(
+        self,
+        store: Store,
+        *,
+        summariser: Summariser | None = None,
+        retriever_factory: Callable[[], Retriever] = _default_retriever,
+        policy: ContextPolicy | None = None,
+        render: Callable[[Mapping[str, JSONValue]], str] = render_state,
+        tail_limit: int = 400,
+        compact_to: float = 0.5,
+        summary_tokens: int = 600,
+        max_sessions: int = 256,
+        count_model: str = "gpt-4o",
+    ) -> None:
+        if not 0 < compact_to < 1 or tail_limit < 10:
+            raise ValidationError("compact_to must be in (0, 1) and tail_limit at least 10")
+        self.store = store
+        self.summariser = summariser or _default_summariser()
+        self.policy = policy or ContextPolicy()
+        self.stats = EngineStats()
+        self._retriever_factory = retriever_factory
+        self._render = render
+        self._tail_limit = tail_limit
+        self._compact_to = compact_to
+        self._summary_tokens = summary_tokens
+        self._max_sessions = max_sessions
+        self.count_model = count_model
+        """Stored token counts are counted with this model's tokenizer."""
+        self._indexes: OrderedDict[_Key, _Index] = OrderedDict()
+        self._prefixes: OrderedDict[tuple[str, str, str, str], tuple[str, ...]] = OrderedDict()
+        self._tasks: dict[_Key, asyncio.Task[None]] = {}
+
+    # -- writing ------------------------------------------------------------------------
+
+    async def append(
+        self,
+        session_id: str,
+        events: Sequence[NewEvent],
+        *,
+        tenant_id: str = "default",
+        branch: str = "main",
+        expected_seq: int | None = None,
+        idempotency_key: str | None = None,
+    ) -> AppendResult:
+        """``store.append`` with each event's token count filled in (counted once, with
+        :attr:`count_model`'s tokenizer)."""
+        count = _memo_counter(self.count_model)
+        counted = [
+            e if e.token_count is not None else replace(e, token_count=count(event_text(e)))
+            for e in events
+        ]
+        return await self.store.append(
+            tenant_id=tenant_id,
+            session_id=session_id,
+            events=counted,
+            branch=branch,
+            expected_seq=expected_seq,
+            idempotency_key=idempotency_key,
+        )
+
+    # -- building -----------------------------------------------------------------------
+
+    async def build(
+        self,
+        session_id: str,
+        message: str | NewEvent | None = None,
+        *,
+        tenant_id: str = "default",
+        model: str = "gpt-4o",
+        budget: int | None = None,
+        branch: str = "main",
+        system: str | None = None,
+    ) -> BuiltContext:
+        """The messages for the next model call and the manifest that explains them.
+
+        ``message`` is the new user message when it is not in the log yet; without it, a
+        user message at the head of the log is taken as the current one. ``budget``
+        defaults to the model's window minus its reply reservation.
+        """
+        info = model_info(model)
+        budget = info.window - info.max_output if budget is None else budget
+        key = (tenant_id, session_id, branch)
+        events = await self.store.read_last(
+            tenant_id=tenant_id, session_id=session_id, branch=branch, n=self._tail_limit
+        )
+        summary, uncovered = await self._find_summary(key, events)
+        covered = summary.to_seq if summary is not None else 0
+        tail = [e for e in events if e.seq > covered]
+        if system is None and events:
+            system, tail = await self._system_prompt(key, events, tail)
+        current: NewEvent | None
+        current = NewEvent.message("user", message) if isinstance(message, str) else message
+        if current is None and tail and tail[-1].kind == "message" and tail[-1].role == "user":
+            current, tail = tail[-1].draft(), tail[:-1]
+        state = await self.store.get_state(tenant_id=tenant_id, session_id=session_id)
+        count = _memo_counter(model)
+        candidates: list[tuple[Turn, float]] = []
+        if current is not None and (
+            summary is not None or uncovered is not None or _tokens(tail) > budget // 2
+        ):
+            candidates = await self._retrieve(key, events, event_text(current), tail, count)
+        prefix_key = (*key, model)
+        request = ContextRequest(
+            model=model,
+            budget=budget,
+            tail=tail,
+            system=system,
+            pinned=self._render(state.data),
+            summary=summary,
+            candidates=candidates,
+            current=current,
+            previous_prefix=self._prefixes.get(prefix_key, ()),
+            uncovered_before=uncovered,
+            stored_counts=counter_for(model).name == counter_for(self.count_model).name,
+        )
+        out = assemble(request, self.policy, count)
+        self._remember(self._prefixes, prefix_key, out.manifest.prefix_hashes)
+        self.stats.builds += 1
+        scheduled = self._maybe_compact(key, summary, tail, out, count)
+        return BuiltContext(out.messages, out.manifest, scheduled)
+
+    async def _find_summary(
+        self, key: _Key, events: list[Event]
+    ) -> tuple[SummaryInput | None, int | None]:
+        """The newest summary and, when the window does not reach it, where it stops."""
+        found = _newest_summary(events)
+        first = events[0].seq if events else 1
+        if found is None and first > 1:
+            older = await self.store.read(
+                tenant_id=key[0],
+                session_id=key[1],
+                branch=key[2],
+                before_seq=first,
+                limit=1000,
+                order="desc",
+            )
+            found = _newest_summary(list(reversed(older)))
+        covered = found.to_seq if found is not None else 0
+        uncovered = first if first > covered + 1 else None
+        return found, uncovered
+
+    async def _system_prompt(
+        self, key: _Key, events: list[Event], tail: list[Event]
+    ) -> tuple[str | None, list[Event]]:
+        """The log's first event when it is a system message (kept out of the tail)."""
+        first = events[0] if events[0].seq == 1 else None
+        if first is None:
+            head = await self.store.read(
+                tenant_id=key[0], session_id=key[1], branch=key[2], limit=1
+            )
+            first = head[0] if head else None
+        if first is None or first.kind != "message" or first.role != "system":
+            return None, tail
+        return event_text(first), [e for e in tail if e.seq != 1]
+
+    async def _retrieve(
+        self,
+        key: _Key,
+        window: list[Event],
+        query: str,
+        tail: list[Event],
+        count: Callable[[str], int],
+    ) -> list[tuple[Turn, float]]:
+        index = self._indexes.get(key)
+        if index is None:
+            index = _Index(self._retriever_factory())
+        self._remember(self._indexes, key, index)
+        await self._index_up_to(key, index, window, count)
+        newest_tail = tail[-1].seq if tail else 0
+        hits = index.retriever.search(query, k=self.policy.retrieve_k + 4)
+        out: list[tuple[Turn, float]] = []
+        for first, score in hits:
+            last = index.spans[first]
+            if last >= newest_tail and newest_tail:
+                continue
+            events = await self.store.read(
+                tenant_id=key[0],
+                session_id=key[1],
+                branch=key[2],
+                after_seq=first - 1,
+                before_seq=last + 1,
+                limit=max(1, last - first + 1),
+            )
+            turns, _ = group_turns(events, count=count, max_event_tokens=10**9)
+            out += [(t, score) for t in turns[:1]]
+        return out
+
+    async def _index_up_to(
+        self, key: _Key, index: _Index, window: list[Event], count: Callable[[str], int]
+    ) -> None:
+        """Index complete turns newer than ``index.upto`` (reading a gap once, cold)."""
+        if not window:
+            return
+        fresh = [e for e in window if e.seq > index.upto]
+        if window[0].seq > index.upto + 1:
+            gap: list[Event] = []
+            after = index.upto
+            while True:
+                page = await self.store.read(
+                    tenant_id=key[0],
+                    session_id=key[1],
+                    branch=key[2],
+                    after_seq=after,
+                    before_seq=window[0].seq,
+                    limit=1000,
+                )
+                if not page:
+                    break
+                gap += page
+                after = page[-1].seq
+            fresh = gap + fresh
+        turns, _ = group_turns(fresh, count=count, max_event_tokens=10**9)
+        complete = turns[:-1]  # the newest turn may still grow
+        docs = [(t.first_seq, t.text()) for t in complete if t.first_seq not in index.spans]
+        if docs:
+            index.retriever.add(docs)
+            for t in complete:
+                index.spans[t.first_seq] = t.last_seq
+            index.upto = complete[-1].last_seq
+
+    def _remember(self, cache: OrderedDict[_K, _V], key: _K, value: _V) -> None:
+        cache[key] = value
+        cache.move_to_end(key)
+        while len(cache) > self._max_sessions:
+            cache.popitem(last=False)
+
+    # -- compaction ---------------------------------------------------------------------
+
+    def _maybe_compact(
+        self,
+        key: _Key,
+        summary: SummaryInput | None,
+        tail: list[Event],
+        out: AssembledContext,
+        count: Callable[[str], int],
+    ) -> bool:
+        if not out.overflow or key in self._tasks:
+            return False
+        room = out.manifest.sections["recent"] + sum(t.tokens for t in out.overflow)
+        target = int(room * self._compact_to)
+        turns, _ = group_turns(tail, count=count, max_event_tokens=10**9)
+        keep = 0
+        cut = len(turns)
+        while cut > 0 and keep + turns[cut - 1].tokens <= target:
+            cut -= 1
+            keep += turns[cut].tokens
+        cut = min(cut, len(turns) - 1) if turns else 0
+        if cut <= 0:
+            return False
+        to_seq = turns[cut - 1].last_seq
+        span = [e for e in tail if e.seq <= to_seq and e.kind in _CHAT_KINDS]
+        task = asyncio.create_task(self._compact(key, summary, span, to_seq))
+        self._tasks[key] = task
+        task.add_done_callback(lambda _t: self._tasks.pop(key, None))
+        return True
+
+    async def _compact(
+        self, key: _Key, previous: SummaryInput | None, span: list[Event], to_seq: int
+    ) -> None:
+        try:
+            covered = previous.to_seq if previous else 0
+            if span and span[0].seq > covered + 1:  # the window did not reach the summary
+                gap = await self._read_span(key, covered, span[0].seq)
+                span = [e for e in gap if e.kind in _CHAT_KINDS] + span
+            text = await self.summariser.summarise(
+                previous=previous.text if previous else None,
+                events=span,
+                max_tokens=self._summary_tokens,
+            )
+            data: dict[str, JSONValue] = {
+                "from_seq": previous.from_seq if previous else 1,
+                "to_seq": to_seq,
+                "text": text,
+                "previous": previous.seq if previous else None,
+                "summariser": type(self.summariser).__name__,
+            }
+            await self.store.append(
+                tenant_id=key[0],
+                session_id=key[1],
+                branch=key[2],
+                events=[NewEvent(kind="summary", data=data)],
+                idempotency_key=f"summary-{key[2]}-{to_seq}",
+            )
+            self.stats.compactions += 1
+            log.info("compacted %s/%s up to seq %d", key[1], key[2], to_seq)
+        except Exception:  # the previous summary stays in use; say so loudly
+            self.stats.compaction_failures += 1
+            log.warning(
+                "compaction of %s/%s up to seq %d failed", key[1], key[2], to_seq, exc_info=True
+            )
+
+    async def _read_span(self, key: _Key, after: int, before: int) -> list[Event]:
+        out: list[Event] = []
+        while page := await self.store.read(
+            tenant_id=key[0],
+            session_id=key[1],
+            branch=key[2],
+            after_seq=after,
+            before_seq=before,
+            limit=1000,
+        ):
+            out += page
+            after = page[-1].seq
+        return out
+
+    async def drain(self) -> None:
+        """Wait for the compactions scheduled so far (tests, shutdown)."""
+        while self._tasks:
+            await asyncio.gather(*list(self._tasks.values()), return_exceptions=True)
+
+    async def aclose(self) -> None:
+        await self.drain()
+
+
+def _newest_summary(events: list[Event]) -> SummaryInput | None:
+    for event in reversed(events):
+        if event.kind != "summary":
+            continue
+        data = event.data
+        lo, hi, text = data.get("from_seq"), data.get("to_seq"), data.get("text")
+        if isinstance(lo, int) and isinstance(hi, int) and isinstance(text, str):
+            return SummaryInput(seq=event.seq, from_seq=lo, to_seq=hi, text=text)
+    return None
+
+
+def _tokens(events: list[Event]) -> int:
+    return sum(e.token_count or len(event_text(e)) // 3 for e in events)
+
+
+@lru_cache(maxsize=16)
+def _memo_counter(model: str) -> Callable[[str], int]:
+    """The model's counter behind a memo: an event's text is counted once per process."""
+    return lru_cache(maxsize=65_536)(counter_for(model).count)
