@@ -7,6 +7,7 @@ import asyncio
 import io
 import json
 import os
+import sqlite3
 import subprocess
 import sys
 from collections.abc import Callable
@@ -18,6 +19,8 @@ import pytest
 from chatstate.cli import main
 from chatstate.cli._transcript import chunk
 from chatstate.model import NewEvent
+from chatstate.store import sqlite as sqlite_backend
+from chatstate.store.migrations import Migration
 from chatstate.store.rules import StoreLimits
 from chatstate.store.sqlite import SQLiteStore
 
@@ -342,6 +345,33 @@ def test_migrate_reports_the_schema_version(cli: Run) -> None:
     assert text.out.endswith(": schema version 1, up to date\n")
     report = json.loads(cli("migrate", "--json").out)
     assert report == {"database": report["database"], "before": 1, "after": 1, "changed": False}
+    assert cli("migrate", "--schema", "x").code == 2  # PostgreSQL only
+
+
+def test_an_old_schema_is_refused_until_migrate(
+    cli: Run, db: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    assert cli("demo").code == 0
+    shipped = sqlite_backend.load_migrations("sqlite")
+    newer = Migration(len(shipped) + 1, "cli_test", "CREATE TABLE cli_test (x INTEGER)")
+    monkeypatch.setattr(sqlite_backend, "load_migrations", lambda _dialect: [*shipped, newer])
+    refused = cli("sessions", "list")
+    assert refused.code == 1
+    assert refused.err.count("\n") == 1
+    assert f"fix: chatstate migrate --database-url sqlite:///{db}" in refused.err
+    done = cli("migrate")
+    assert done.out.endswith(f"schema version {len(shipped)} -> {newer.version}\n")
+    assert cli("sessions", "list").code == 0
+
+
+def test_a_newer_schema_is_refused_by_migrate_too(cli: Run, db: Path) -> None:
+    assert cli("migrate").code == 0
+    with sqlite3.connect(db) as conn:
+        conn.execute("INSERT INTO schema_migrations VALUES (999, 'future', 0)")
+    conn.close()
+    result = cli("migrate")
+    assert result.code == 1
+    assert "newer than this chatstate" in result.err
 
 
 def test_usage_errors_exit_2(capsys: pytest.CaptureFixture[str]) -> None:
@@ -366,3 +396,32 @@ def test_passwords_never_reach_the_terminal(
     err = capsys.readouterr().err
     assert "hunter2" not in err
     assert "admin:***@db.example" in err
+
+
+@pytest.mark.postgres
+def test_migrate_import_and_export_on_postgres(
+    capsys: pytest.CaptureFixture[str], tmp_path: Path
+) -> None:
+    pytest.importorskip("psycopg")
+    from chatstate.testing.backends import REGISTRY, in_ci
+    from chatstate.testing.backends_postgres import create_schema, drop_schema, server_url
+
+    reason = REGISTRY["postgres"].unavailable()
+    if reason is not None:
+        if in_ci():
+            pytest.fail(f"PostgreSQL is required under CI=true: {reason}")
+        pytest.skip(reason)
+    schema = asyncio.run(create_schema())
+    try:
+        assert main(["migrate", "--database-url", server_url(), "--schema", schema]) == 0
+        assert f"(schema {schema}): schema version 0 -> " in capsys.readouterr().out
+        sep = "&" if "?" in server_url() else "?"
+        url = f"{server_url()}{sep}options=-c%20search_path%3D{schema}"
+        file = write_json(tmp_path / "t.json", TRANSCRIPT)
+        assert main(["import", file, "--database-url", url]) == 0
+        sid = capsys.readouterr().out.strip()
+        assert main(["sessions", "export", sid, "--database-url", url]) == 0
+        exported = capsys.readouterr().out.splitlines()
+        assert [json.loads(line) for line in exported] == TRANSCRIPT
+    finally:
+        asyncio.run(drop_schema(schema))

@@ -1,4 +1,4 @@
-"""``chatstate import``, ``demo`` and ``migrate``, and what every command shares.
+"""``chatstate import`` and ``demo``, and what every command shares.
 
 A command is an async function ``(Context, argparse.Namespace) -> exit code``. It writes
 its result to ``ctx.out`` (text, or one JSON document with ``--json``) and raises
@@ -11,24 +11,22 @@ from __future__ import annotations
 import argparse
 import hashlib
 import json
-import re
 from collections.abc import AsyncIterator, Mapping
 from contextlib import asynccontextmanager, suppress
 from dataclasses import dataclass, field
 from importlib import resources
-from typing import Protocol, TextIO, runtime_checkable
-from urllib.parse import parse_qsl, urlencode
+from typing import TextIO
 
 from chatstate.cli._errors import CliError
 from chatstate.cli._render import TranscriptView, event_json
 from chatstate.cli._transcript import chunk, parse_transcript, read_source, to_events
-from chatstate.errors import ChatstateError, SchemaMismatch
+from chatstate.errors import ChatstateError
 from chatstate.model import JSONValue, NewEvent, Session
 from chatstate.store.protocol import Store
 from chatstate.store.rules import StoreConfig
 from chatstate.store.url import open_store, redact
 
-__all__ = ["Context", "demo", "import_file", "migrate", "opened", "print_json"]
+__all__ = ["Context", "demo", "import_file", "opened", "print_json"]
 
 EXAMPLE = "support_chat.json"
 """The example transcript that ships in ``chatstate/examples/``."""
@@ -168,48 +166,4 @@ async def demo(ctx: Context, args: argparse.Namespace) -> int:
         f"  chatstate sessions show {session.id} --last 3\n"
         f"  chatstate sessions export {session.id} -o chat.jsonl\n"
     )
-    return 0
-
-
-@runtime_checkable
-class _Versioned(Protocol):
-    async def schema_version(self) -> int: ...
-
-
-_BEHIND = re.compile(r"schema is version (\d+)")
-
-
-def with_migrate_flag(url: str) -> str:
-    """``url`` with ``migrate=1`` in its query: how a store opener is asked to migrate."""
-    base, _, query = url.partition("?")
-    pairs = [(k, v) for k, v in parse_qsl(query, keep_blank_values=True) if k != "migrate"]
-    return f"{base}?{urlencode([*pairs, ('migrate', '1')])}"
-
-
-async def _version(store: Store) -> int | None:
-    return await store.schema_version() if isinstance(store, _Versioned) else None
-
-
-async def migrate(ctx: Context, args: argparse.Namespace) -> int:
-    """``chatstate migrate``: bring the database to the newest schema."""
-    before: int | None
-    try:
-        async with opened(ctx) as store:
-            before = await _version(store)
-    except SchemaMismatch as exc:
-        found = _BEHIND.search(exc.message)
-        before = int(found[1]) if found else None
-    async with opened(ctx, with_migrate_flag(ctx.database_url)) as store:
-        after = await _version(store)
-    shown = redact(ctx.database_url)
-    if ctx.as_json:
-        print_json(
-            ctx, {"database": shown, "before": before, "after": after, "changed": before != after}
-        )
-    elif after is None:
-        ctx.out.write(f"{shown}: migrated (this store does not report a schema version)\n")
-    elif before == after:
-        ctx.out.write(f"{shown}: schema version {after}, up to date\n")
-    else:
-        ctx.out.write(f"{shown}: schema version {before} -> {after}\n")
     return 0

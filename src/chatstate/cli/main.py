@@ -17,7 +17,7 @@ from collections.abc import Callable, Coroutine, Sequence
 from importlib import metadata
 from urllib.parse import urlsplit
 
-from chatstate.cli import _commands, _sessions
+from chatstate.cli import _commands, _migrate, _sessions
 from chatstate.cli._commands import Context
 from chatstate.cli._errors import CliError
 from chatstate.errors import ChatstateError, SessionNotFound
@@ -121,7 +121,10 @@ def build_parser() -> argparse.ArgumentParser:
     imp.add_argument("--user-id", help="user the session belongs to")
 
     _add_sessions(sub)
-    _command(sub, "migrate", _commands.migrate, "bring the database to the newest schema")
+    migrate = _command(sub, "migrate", _migrate.migrate, "bring the database to the newest schema")
+    migrate.add_argument(
+        "--schema", help="PostgreSQL only: the schema that holds chatstate's tables"
+    )
     return parser
 
 
