@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import argparse
 import asyncio
+import logging
 import os
 import shutil
 import sys
@@ -158,7 +159,7 @@ def _scrub(message: str, url: str) -> str:
         return message
     if not password:
         return message
-    return message.replace(url, redact(url)).replace(password, "***")
+    return message.replace(url, redact(url)).replace(f":{password}@", ":***@")
 
 
 def _fail(ctx: Context, message: str, code: int) -> int:
@@ -173,6 +174,9 @@ def main(argv: Sequence[str] | None = None) -> int:
     except SystemExit as exc:  # argparse: --help, --version, or a usage error (2)
         return exc.code if isinstance(exc.code, int) else 2
     ctx = _context(args)
+    # Backends warn through logging (a Redis without persistence, PostgreSQL retries);
+    # give those warnings a prefix. A program that configured logging keeps its own.
+    logging.basicConfig(format="%(levelname)s: %(message)s", level=logging.WARNING)
     handler: Handler = args.handler
     try:
         return asyncio.run(handler(ctx, args))
