@@ -134,18 +134,8 @@ class PostgresStore:
             retry_for=retry_for,
             schema=schema,
         )
+        runner = await _start(url, settings)
         try:
-            pool = make_pool(url, settings)
-        except psycopg.ProgrammingError:
-            raise ValidationError(f"invalid PostgreSQL URL {display_url(url)!r}") from None
-        runner = Runner(pool, url, settings)
-        try:
-            try:
-                await pool.open(wait=True, timeout=max(retry_for, connect_timeout))
-            except psycopg.Error as exc:
-                raise BackendUnavailable(
-                    f"PostgreSQL at {display_url(url)} is unavailable: {type(exc).__name__}"
-                ) from exc
             fix = f"chatstate migrate --database-url {display_url(url)}"
             if schema is not None:
                 fix += f" --schema {schema}"
@@ -695,14 +685,34 @@ async def open_postgres_url(url: str, config: StoreConfig) -> PostgresStore:
 async def migrate(url: str, *, schema: str | None = None) -> list[int]:
     """Apply pending migrations to the database at ``url``; return the versions applied.
 
-    Safe to run from several processes at once. For the ``chatstate migrate`` command.
+    Safe to run from several processes at once (they take turns on an advisory lock). For
+    the ``chatstate migrate`` command. A schema newer than this code raises SchemaMismatch.
     """
-    store = await PostgresStore.open(url, schema=schema, migrate=True, min_size=1, max_size=1)
+    if schema is not None and not _SCHEMA_RE.match(schema):
+        raise ValidationError("schema must be a lower-case identifier (a-z, 0-9, _)")
+    runner = await _start(url, PoolSettings(min_size=1, max_size=1, schema=schema))
     try:
-        return await store._runner.run(_migrate_now)
+        return await runner.run(_migrate_now, repeatable=False)
     finally:
-        await store.close()
+        await runner.close()
 
 
 async def _migrate_now(conn: Conn, _attempt: Attempt) -> list[int]:
     return await prepare_schema(conn, migrate=True, fix="")
+
+
+async def _start(url: str, settings: PoolSettings) -> Runner:
+    """An open pool to ``url``, or BackendUnavailable once ``retry_for`` has passed."""
+    try:
+        pool = make_pool(url, settings)
+    except psycopg.ProgrammingError:
+        raise ValidationError(f"invalid PostgreSQL URL {display_url(url)!r}") from None
+    runner = Runner(pool, url, settings)
+    try:
+        await pool.open(wait=True, timeout=max(settings.retry_for, settings.connect_timeout))
+    except psycopg.Error as exc:
+        await runner.close()
+        raise BackendUnavailable(
+            f"PostgreSQL at {display_url(url)} is unavailable: {type(exc).__name__}: {exc}"
+        ) from exc
+    return runner
