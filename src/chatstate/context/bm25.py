@@ -1,0 +1,213 @@
+"""Okapi BM25 over a session's older turns: offline, pure Python, incremental. The default.
+
+The index keeps, per term, a postings list of ``(doc index, term frequency)`` and, per
+document, its length. :meth:`BM25Retriever.add` therefore costs O(new text) and
+:meth:`BM25Retriever.search` costs O(query terms x their postings); nothing is ever
+re-indexed. The length normalisation uses the current average document length at query
+time, so adding documents never rewrites earlier entries.
+
+Tokenizer (:func:`tokenize`): lowercase; runs of Unicode letters and digits (punctuation
+and ``_`` split); digit runs kept whole (``48213`` matches ``48213`` and not ``4821``); a
+word that mixes letters and digits (``ord48213``) indexed whole and as its parts; each Han,
+Hiragana or Katakana character its own token (those scripts do not separate words by
+spaces); a short English stop-word list; a light plural fold on purely alphabetic words
+(``refunds`` -> ``refund``, ``policies`` -> ``policy``, ``classes`` -> ``class``). Query
+and documents go through the same tokenizer.
+
+Measured on the project's 2-core machine (see ``docs/context-retrieval-and-summaries.md``):
+indexing 10,000 documents of about 100 words takes about 0.5 s (about 45 us a document,
+so a turn's ``add`` is negligible), a search over them 2 to 4 ms.
+"""
+
+from __future__ import annotations
+
+import heapq
+import math
+import re
+from collections import Counter
+from collections.abc import Collection, Iterable, Sequence
+
+__all__ = ["DEFAULT_STOP_WORDS", "BM25Retriever", "tokenize"]
+
+DEFAULT_STOP_WORDS: frozenset[str] = frozenset(
+    """
+    a about above after again all am an and any are as at be because been before being
+    below between both but by can could did do does doing down during each few for from
+    further had has have having he her here hers herself him himself his how i if in into
+    is it its itself just me more most my myself no nor not now of off on once only or
+    other our ours ourselves out over own same she should so some such than that the
+    their theirs them themselves then there these they this those through to too under
+    until up very was we were what when where which while who whom why will with would
+    you your yours yourself yourselves s t d ll m re ve don didn doesn isn wasn
+    """.split()
+)
+"""Short English stop-word list; contractions split on the apostrophe leave ``s``, ``ll``..."""
+
+_CJK = r"\u3040-\u30ff\u3400-\u4dbf\u4e00-\u9fff\uf900-\ufaff"
+_TOKEN = re.compile(rf"[{_CJK}]|[^\W_{_CJK}]+")
+_HAS_CJK = re.compile(rf"[{_CJK}]")
+_DIGITS_OR_LETTERS = re.compile(r"\d+|[^\W\d_]+")
+# Fast path for ASCII text: every non-alphanumeric ASCII character to a space, then
+# str.split (both in C, several times faster than the regex). Other text goes through
+# _TOKEN, word by word where it has no CJK.
+_ASCII_SPACE = str.maketrans({c: " " for c in map(chr, range(128)) if not c.isalnum()})
+_PLURAL_KEEP = ("ss", "us", "is", "ous")
+_ES_PLURALS = ("sses", "xes", "ches", "shes")
+
+
+def _fold(word: str) -> str:
+    """A light plural fold on alphabetic words of 4+ letters; everything else unchanged."""
+    if len(word) < 4 or not word.isalpha() or word.endswith(_PLURAL_KEEP):
+        return word
+    if word.endswith("ies") and len(word) > 4:
+        return word[:-3] + "y"
+    if word.endswith(_ES_PLURALS):
+        return word[:-2]
+    if word.endswith("s"):
+        return word[:-1]
+    return word
+
+
+def _raw_tokens(text: str) -> list[str]:
+    low = text.lower()
+    if low.isascii():
+        words = low.translate(_ASCII_SPACE).split()
+        if not any(digit in low for digit in "0123456789"):
+            return words
+    elif _HAS_CJK.search(low):
+        words = _TOKEN.findall(low)
+    else:
+        words = [t for w in low.split() for t in ((w,) if w.isalnum() else _TOKEN.findall(w))]
+    # "ord48213" is indexed as itself and as "ord", "48213": an exact id ranks first, and
+    # the number alone still matches.
+    out: list[str] = []
+    for word in words:
+        out.append(word)
+        if not (word.isalpha() or word.isdigit()):
+            parts = _DIGITS_OR_LETTERS.findall(word)
+            if len(parts) > 1:
+                out.extend(parts)
+    return out
+
+
+def tokenize(text: str, stop_words: Collection[str] = DEFAULT_STOP_WORDS) -> list[str]:
+    """The index terms of ``text``, in order, duplicates kept."""
+    return [_fold(t) for t in _raw_tokens(text) if t not in stop_words]
+
+
+class BM25Retriever:
+    """Okapi BM25 (Lucene's non-negative idf) over documents ``(id, text)``.
+
+    ``k1`` (1.2 to 2.0 is usual) sets how fast repeated terms saturate; ``b`` how much long
+    documents are penalised. Documents are added with increasing ids (the context engine
+    uses a turn's first seq); ties in score are broken by id, newest first.
+    """
+
+    def __init__(
+        self,
+        *,
+        k1: float = 1.2,
+        b: float = 0.75,
+        stop_words: Collection[str] = DEFAULT_STOP_WORDS,
+    ) -> None:
+        if k1 < 0:
+            raise ValueError(f"k1 must be >= 0, got {k1}")
+        if not 0.0 <= b <= 1.0:
+            raise ValueError(f"b must be within [0, 1], got {b}")
+        self._k1 = k1
+        self._b = b
+        self._stop_words = frozenset(stop_words)
+        self._ids: list[int] = []
+        self._lengths: list[int] = []
+        self._total_length = 0
+        # term -> (doc indexes, term frequencies), two parallel lists in increasing order
+        self._postings: dict[str, tuple[list[int], list[int]]] = {}
+        self._term_of: dict[str, str] = {}
+
+    def __len__(self) -> int:
+        return len(self._ids)
+
+    @property
+    def vocabulary_size(self) -> int:
+        """Number of distinct terms indexed so far."""
+        return len(self._postings)
+
+    def add(self, docs: Sequence[tuple[int, str]]) -> None:
+        """Index ``docs``; ids must be new and increasing, else ``ValueError`` and no change."""
+        last = self._ids[-1] if self._ids else None
+        for doc_id, _ in docs:
+            if last is not None and doc_id <= last:
+                raise ValueError(f"document ids must be new and increasing: {doc_id} after {last}")
+            last = doc_id
+        postings = self._postings
+        for doc_id, text in docs:
+            index = len(self._ids)
+            terms = self._term_counts(text)
+            length = sum(terms.values())
+            self._ids.append(doc_id)
+            self._lengths.append(length)
+            self._total_length += length
+            for term, tf in terms.items():
+                entry = postings.get(term)
+                if entry is None:
+                    postings[term] = ([index], [tf])
+                else:
+                    entry[0].append(index)
+                    entry[1].append(tf)
+
+    def _term_counts(self, text: str) -> dict[str, int]:
+        """Term frequencies of ``text``: raw words counted in C, then each distinct word
+        mapped to its term (``""`` for a stop word) through a per-index cache."""
+        counts: dict[str, int] = {}
+        term_of = self._term_of
+        for raw, tf in Counter(_raw_tokens(text)).items():
+            term = term_of.get(raw)
+            if term is None:
+                term = term_of[raw] = "" if raw in self._stop_words else _fold(raw)
+            if term:
+                counts[term] = counts.get(term, 0) + tf
+        return counts
+
+    def search(
+        self, query: str, *, k: int, exclude: Collection[int] = ()
+    ) -> list[tuple[int, float]]:
+        """The ``k`` best ``(id, score)`` with a positive score, best first.
+
+        Documents sharing no term with ``query`` never appear, so fewer than ``k`` results
+        is normal. Scores are comparable within one call only.
+        """
+        if k <= 0 or not self._ids:
+            return []
+        scores = self._scores(dict.fromkeys(tokenize(query, self._stop_words)))
+        if not scores:
+            return []
+        ids = self._ids
+        excluded = exclude if isinstance(exclude, set | frozenset) else set(exclude)
+        candidates: Iterable[tuple[int, float]] = scores.items()
+        if excluded:
+            candidates = ((i, s) for i, s in candidates if ids[i] not in excluded)
+        best = heapq.nlargest(k, candidates, key=lambda item: (item[1], item[0]))
+        return [(ids[index], score) for index, score in best]
+
+    def _scores(self, terms: Iterable[str]) -> dict[int, float]:
+        """BM25 score per doc index, summed over the distinct query ``terms``."""
+        n_docs = len(self._ids)
+        avg_length = self._total_length / n_docs or 1.0
+        k1 = self._k1
+        base = k1 * (1.0 - self._b)
+        per_length = k1 * self._b / avg_length
+        lengths = self._lengths
+        scores: dict[int, float] = {}
+        get = scores.get
+        for term in terms:
+            entry = self._postings.get(term)
+            if entry is None:
+                continue
+            indexes, freqs = entry
+            df = len(indexes)
+            idf = math.log(1.0 + (n_docs - df + 0.5) / (df + 0.5))
+            lift = idf * (k1 + 1.0)
+            for index, tf in zip(indexes, freqs, strict=True):
+                part = lift * tf / (tf + base + per_length * lengths[index])
+                scores[index] = get(index, 0.0) + part
+        return scores
