@@ -2,9 +2,9 @@
 
 import sys
 
-from chatstate.bench import store
+from chatstate.bench import context, store
 
-BENCHES = {"store": store.main}
+BENCHES = {"store": store.main, "context": context.main}
 
 
 def main() -> int:

@@ -18,7 +18,7 @@ from collections.abc import Callable, Coroutine, Sequence
 from importlib import metadata
 from urllib.parse import urlsplit
 
-from chatstate.cli import _commands, _migrate, _sessions
+from chatstate.cli import _build, _commands, _migrate, _sessions
 from chatstate.cli._commands import Context
 from chatstate.cli._errors import CliError
 from chatstate.errors import ChatstateError, SessionNotFound
@@ -122,6 +122,17 @@ def build_parser() -> argparse.ArgumentParser:
     imp.add_argument("--user-id", help="user the session belongs to")
 
     _add_sessions(sub)
+    ctx_cmd = _command(
+        sub, "context", _build.context, "the context the next model call would get, and why"
+    )
+    ctx_cmd.add_argument("id", help="session id")
+    ctx_cmd.add_argument("--message", help="the new user message (default: the log's newest)")
+    ctx_cmd.add_argument("--model", default="gpt-4o", help="model name (default gpt-4o)")
+    ctx_cmd.add_argument("--budget", type=int, help="input tokens (default: window - reply)")
+    ctx_cmd.add_argument("--branch", default="main", help="branch (default main)")
+    ctx_cmd.add_argument(
+        "--compact", action="store_true", help="also fold overflowing turns into a summary now"
+    )
     migrate = _command(sub, "migrate", _migrate.migrate, "bring the database to the newest schema")
     migrate.add_argument(
         "--schema", help="PostgreSQL only: the schema that holds chatstate's tables"

@@ -102,6 +102,7 @@ class ContextEngine:
         summary_tokens: int = 600,
         max_sessions: int = 256,
         count_model: str = "gpt-4o",
+        auto_compact: bool = True,
     ) -> None:
         if not 0 < compact_to < 1 or tail_limit < 10:
             raise ValidationError("compact_to must be in (0, 1) and tail_limit at least 10")
@@ -116,6 +117,8 @@ class ContextEngine:
         self._summary_tokens = summary_tokens
         self._max_sessions = max_sessions
         self.count_model = count_model
+        self.auto_compact = auto_compact
+        """Schedule compaction from ``build`` when turns overflow (off for read-only use)."""
         """Stored token counts are counted with this model's tokenizer."""
         self._indexes: OrderedDict[_Key, _Index] = OrderedDict()
         self._prefixes: OrderedDict[tuple[str, str, str, str], tuple[str, ...]] = OrderedDict()
@@ -325,7 +328,7 @@ class ContextEngine:
         out: AssembledContext,
         count: Callable[[str], int],
     ) -> bool:
-        if not out.overflow or key in self._tasks:
+        if not self.auto_compact or not out.overflow or key in self._tasks:
             return False
         room = out.manifest.sections["recent"] + sum(t.tokens for t in out.overflow)
         target = int(room * self._compact_to)

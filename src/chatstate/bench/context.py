@@ -1,0 +1,135 @@
+"""Context assembly benchmark: cost per build as history grows, and tokens saved.
+
+``python -m chatstate.bench context`` builds sessions of 100, 1,000 and 10,000 events in a
+temp SQLite file (varied synthetic chat, ~60 words a message), in the steady state the
+engine keeps them in: a summary event covering everything but the newest 40 events. It
+then times ``ContextEngine.build`` with a fixed budget (window fixed, history growing),
+and prints the tokens sent against the tokens of the full history for the same session.
+The first build of each session (which indexes the history for retrieval once) is timed
+separately as the cold start.
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import random
+import statistics
+import sys
+import tempfile
+import time
+from pathlib import Path
+
+from chatstate.context.engine import ContextEngine
+from chatstate.context.tokens import counter_for
+from chatstate.model import NewEvent
+from chatstate.store.sqlite import SQLiteStore
+
+__all__ = ["main"]
+
+VOCAB = (
+    "order refund shipping address account password invoice delivery package tracking "
+    "broken screen battery charger warranty store pickup weekend monday friday price "
+    "discount coupon email phone number manager escalate ticket support billing card "
+    "payment failed retry subscription plan upgrade downgrade cancel renew trial holiday "
+    "travel hotel flight booking seat luggage airport delay weather city museum dinner"
+).split()
+GLUE = "the a and to of my is it for with on that this was can you please I we".split()
+TENANT = "bench"
+TAIL = 40
+
+
+def _sentence(rng: random.Random, words: int) -> str:
+    out = []
+    for i in range(words):
+        out.append(rng.choice(VOCAB) if i % 3 == 0 else rng.choice(GLUE))
+    if rng.random() < 0.3:
+        out.append(f"#{rng.randrange(10_000, 99_999)}")
+    return " ".join(out)
+
+
+async def _session(engine: ContextEngine, store: SQLiteStore, size: int, seed: int) -> str:
+    rng = random.Random(seed)  # noqa: S311 - seeded synthetic text, not security
+    session = (await store.create_session(tenant_id=TENANT)).id
+    events = []
+    for i in range(size):
+        role = "user" if i % 2 == 0 else "assistant"
+        events.append(NewEvent.message(role, _sentence(rng, 60)))  # type: ignore[arg-type]
+    for start in range(0, size - TAIL, 1000):
+        await engine.append(
+            session, events[start : min(start + 1000, size - TAIL)], tenant_id=TENANT
+        )
+    if size > TAIL:
+        summary = NewEvent(
+            kind="summary",
+            data={
+                "from_seq": 1,
+                "to_seq": size - TAIL,
+                "text": "\n".join(_sentence(rng, 20) for _ in range(12)),
+            },
+        )
+        await store.append(tenant_id=TENANT, session_id=session, events=[summary])
+    await engine.append(session, events[max(0, size - TAIL) :], tenant_id=TENANT)
+    return session
+
+
+async def _run(sizes: list[int], builds: int, budget: int) -> None:
+    count = counter_for("gpt-4o").count
+    with tempfile.TemporaryDirectory(prefix="chatstate-bench-") as tmp:
+        store = await SQLiteStore.open(Path(tmp) / "context.db")
+        engine = ContextEngine(store)
+        print(
+            f"\n{'events':>8} {'cold ms':>8} {'build p50 ms':>13} {'p99 ms':>8} "
+            f"{'tokens sent':>12} {'full history':>13} {'ratio':>7}"
+        )
+        medians = {}
+        for size in sizes:
+            print(f"  building a {size:,}-event session ...", file=sys.stderr, flush=True)
+            session = await _session(engine, store, size, seed=size)
+            query = "what was the tracking number for the broken battery order?"
+            start = time.perf_counter()
+            await engine.build(session, query, tenant_id=TENANT, budget=budget)
+            cold = (time.perf_counter() - start) * 1e3
+            samples = []
+            for _ in range(builds):
+                start = time.perf_counter()
+                built = await engine.build(session, query, tenant_id=TENANT, budget=budget)
+                samples.append((time.perf_counter() - start) * 1e3)
+            await engine.drain()
+            full = 0
+            after = 0
+            while page := await store.read(
+                tenant_id=TENANT, session_id=session, after_seq=after, limit=1000
+            ):
+                full += sum(count(str(e.content)) + 4 for e in page if e.kind == "message")
+                after = page[-1].seq
+            samples.sort()
+            p50 = statistics.median(samples)
+            p99 = samples[min(len(samples) - 1, int(len(samples) * 0.99))]
+            medians[size] = p50
+            sent = built.manifest.used
+            print(
+                f"{size:>8,} {cold:>8.1f} {p50:>13.2f} {p99:>8.2f} {sent:>12,} {full:>13,} "
+                f"{full / sent:>6.1f}x"
+            )
+        await store.close()
+    if len(sizes) >= 2:
+        mid, last = sizes[-2], sizes[-1]
+        print(
+            f"flatness: build p50 at {last:,} events / at {mid:,} = "
+            f"{medians[last] / medians[mid]:.2f}x (target <= 1.5x)"
+        )
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(
+        prog="python -m chatstate.bench context",
+        description=__doc__,
+        formatter_class=argparse.RawDescriptionHelpFormatter,
+    )
+    parser.add_argument("--sizes", default="100,1000,10000")
+    parser.add_argument("--builds", type=int, default=200, help="timed builds per size")
+    parser.add_argument("--budget", type=int, default=2000, help="token budget per build")
+    args = parser.parse_args(argv)
+    asyncio.run(_run(sorted(int(s) for s in args.sizes.split(",")), args.builds, args.budget))
+    return 0
