@@ -99,7 +99,14 @@ from chatstate.store.rules import (
 )
 from chatstate.store.url import redact
 
-__all__ = ["RedisClient", "RedisStore", "describe_persistence", "open_redis_url"]
+__all__ = [
+    "RedisClient",
+    "RedisStore",
+    "connect_client",
+    "describe_persistence",
+    "open_redis_url",
+    "read_persistence",
+]
 
 log = logging.getLogger(__name__)
 
@@ -917,7 +924,7 @@ class RedisStore:
 
 # -- opening ------------------------------------------------------------------------------
 
-_OUR_PARAMS = ("prefix", "ttl_grace")
+_OUR_PARAMS = ("prefix", "ttl_grace", "window", "lease")
 
 
 def _split_url(url: str) -> tuple[str, bool, dict[str, str]]:
@@ -937,7 +944,9 @@ def _split_url(url: str) -> tuple[str, bool, dict[str, str]]:
     )
 
 
-def connect_client(url: str) -> tuple[RedisClient, dict[str, str]]:
+def connect_client(
+    url: str, *, socket_timeout: float = 30.0, connect_timeout: float = 5.0
+) -> tuple[RedisClient, dict[str, str]]:
     """A redis-py client for ``url`` (no connection yet) and chatstate's URL parameters.
 
     Commands are never retried by the driver: a retry after a lost reply could run a
@@ -947,8 +956,8 @@ def connect_client(url: str) -> tuple[RedisClient, dict[str, str]]:
     options: dict[str, Any] = {
         "decode_responses": True,
         "retry": Retry(NoBackoff(), 0),
-        "socket_connect_timeout": 5,
-        "socket_timeout": 30,
+        "socket_connect_timeout": connect_timeout,
+        "socket_timeout": socket_timeout,
     }
     client: RedisClient
     if cluster:
