@@ -113,7 +113,7 @@ async def test_concurrent_migrations_take_turns(schema: str) -> None:
 
 
 async def test_open_store_by_url(schema: str) -> None:
-    url = f"{server_url()}?options=-csearch_path%3D{schema}"
+    url = f"{server_url()}?application_name=cs%20test&schema={schema}&pool_max_size=2&migrate=1"
     store = await open_store(url)
     try:
         assert store.capabilities.durable and store.capabilities.shared
@@ -123,6 +123,8 @@ async def test_open_store_by_url(schema: str) -> None:
         await store.close()
     rows = await admin(sql.SQL("SELECT body FROM {}.events").format(sql.Identifier(schema)))
     assert rows == [('{"v":1,"kind":"message","role":"user","content":"via url"}',)]
+    with pytest.raises(ValidationError):
+        await open_store(f"{server_url()}?migrate=maybe")
 
 
 async def test_two_pools_race_on_one_session(schema: str) -> None:

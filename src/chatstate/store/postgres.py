@@ -13,72 +13,27 @@ Times come from ``StoreConfig.clock``, never from the database's ``now()``.
 from __future__ import annotations
 
 import re
-from collections.abc import Mapping, Sequence
-from contextlib import AbstractAsyncContextManager
-from datetime import datetime
-from typing import Any
+from collections.abc import Mapping
+from urllib.parse import parse_qsl, quote, urlencode
 
 import psycopg
 
-from chatstate.errors import (
-    AlreadyExists,
-    BackendUnavailable,
-    BranchNotFound,
-    ChatstateError,
-    IdempotencyMismatch,
-    SeqConflict,
-    SessionNotFound,
-    StateVersionConflict,
-    ValidationError,
-)
-from chatstate.model import (
-    DEFAULT_BRANCH,
-    AppendResult,
-    Branch,
-    Capabilities,
-    Event,
-    JSONValue,
-    NewEvent,
-    Page,
-    Session,
-    StateDoc,
-)
+from chatstate.errors import AlreadyExists, BackendUnavailable, SessionNotFound, ValidationError
+from chatstate.model import Capabilities, JSONValue, Page, Session
 from chatstate.store import _pg_sql as q
-from chatstate.store._pg_pool import (
-    Attempt,
-    Conn,
-    PoolSettings,
-    Runner,
-    display_url,
-    make_pool,
-    transaction,
-)
+from chatstate.store._pg_log import LogMethods
+from chatstate.store._pg_pool import Attempt, Conn, PoolSettings, Runner, display_url, make_pool
+from chatstate.store._pg_rows import exact, json_object, live, one, session_of
 from chatstate.store._pg_schema import check_row_level_security, prepare_schema, schema_version
-from chatstate.store.codec import (
-    decode_cursor,
-    decode_event,
-    dumps,
-    encode_appends,
-    encode_cursor,
-    encode_state,
-    fingerprint,
-    loads,
-)
-from chatstate.store.lineage import clip_segments, lineage
-from chatstate.store.protocol import Order
+from chatstate.store.codec import decode_cursor, dumps, encode_cursor
 from chatstate.store.rules import (
     StoreConfig,
-    check_fork_point,
     check_id,
     check_limit,
     check_metadata,
     check_metadata_filter,
-    check_order,
-    check_seq,
     check_ttl,
-    ensure_live,
     expiry_after,
-    from_us,
     new_session_id,
     to_us,
 )
@@ -88,15 +43,11 @@ __all__ = ["PostgresStore", "migrate", "open_postgres_url"]
 _SCHEMA_RE = re.compile(r"[a-z_][a-z0-9_]{0,62}\Z")
 
 
-class PostgresStore:
-    """A :class:`~chatstate.store.protocol.Store` on PostgreSQL. Use :meth:`open`."""
+class PostgresStore(LogMethods):
+    """A :class:`~chatstate.store.protocol.Store` on PostgreSQL. Use :meth:`open`.
 
-    def __init__(
-        self, runner: Runner, config: StoreConfig, *, row_level_security: bool = False
-    ) -> None:
-        self._runner = runner
-        self._config = config
-        self._rls = row_level_security
+    Sessions are handled here; the log (append, read, fork, state) in ``_pg_log.py``.
+    """
 
     @classmethod
     async def open(
@@ -164,17 +115,6 @@ class PostgresStore:
     async def close(self) -> None:
         await self._runner.close()
 
-    # -- plumbing -----------------------------------------------------------------------
-
-    def _tx(
-        self, conn: Conn, attempt: Attempt, tenant_id: str | None, *, read: bool = False
-    ) -> AbstractAsyncContextManager[None]:
-        return transaction(conn, attempt, tenant_id=tenant_id, rls=self._rls, read_only=read)
-
-    def _ids(self, tenant_id: str, session_id: str) -> None:
-        check_id(tenant_id, "tenant_id")
-        check_id(session_id, "session_id")
-
     # -- sessions -----------------------------------------------------------------------
 
     async def create_session(
@@ -192,7 +132,7 @@ class PostgresStore:
             check_id(user_id, "user_id")
         check_metadata(metadata, self._config.limits)
         check_ttl(ttl_seconds)
-        now = _exact(self._config.clock())
+        now = exact(self._config.clock())
         meta = dumps(dict(metadata or {}))
         expires = expiry_after(ttl_seconds, now)
         params = {
@@ -223,10 +163,10 @@ class PostgresStore:
             id=session_id,
             created_at=now,
             updated_at=now,
-            metadata=_object(meta),
+            metadata=json_object(meta),
             user_id=user_id,
             ttl_seconds=ttl_seconds,
-            expires_at=None if expires is None else _exact(expires),
+            expires_at=None if expires is None else exact(expires),
         )
 
     async def get_session(self, *, tenant_id: str, session_id: str) -> Session:
@@ -236,7 +176,7 @@ class PostgresStore:
         async def run(conn: Conn, attempt: Attempt) -> Session:
             async with self._tx(conn, attempt, tenant_id, read=True):
                 cur = await conn.execute(q.GET_SESSION, (tenant_id, session_id))
-            return _live(tenant_id, session_id, await cur.fetchone(), now)
+            return live(tenant_id, session_id, await cur.fetchone(), now)
 
         return await self._runner.run(run)
 
@@ -273,7 +213,7 @@ class PostgresStore:
         async def run(conn: Conn, attempt: Attempt) -> list[Session]:
             async with self._tx(conn, attempt, tenant_id, read=True):
                 cur = await conn.execute(sql.encode(), params)
-            return [_session(tenant_id, row) for row in await cur.fetchall()]
+            return [session_of(tenant_id, row) for row in await cur.fetchall()]
 
         rows = await self._runner.run(run)
         page = rows[:limit]
@@ -294,7 +234,7 @@ class PostgresStore:
         async def run(conn: Conn, attempt: Attempt) -> Session:
             async with self._tx(conn, attempt, tenant_id):
                 cur = await conn.execute(q.LOCK_SESSION, (tenant_id, session_id))
-                _live(tenant_id, session_id, await cur.fetchone(), now)
+                live(tenant_id, session_id, await cur.fetchone(), now)
                 cur = await conn.execute(
                     q.SET_TTL,
                     (
@@ -305,7 +245,7 @@ class PostgresStore:
                         session_id,
                     ),
                 )
-            return _session(tenant_id, _one(await cur.fetchone()))
+            return session_of(tenant_id, one(await cur.fetchone()))
 
         return await self._runner.run(run, repeatable=False)
 
@@ -316,7 +256,7 @@ class PostgresStore:
             async with self._tx(conn, attempt, tenant_id):
                 await conn.execute(q.LOCK_SESSION, (tenant_id, session_id))
                 cur = await conn.execute(q.DROP_ONE, (tenant_id, session_id))
-            return int(_one(await cur.fetchone())[0])
+            return int(one(await cur.fetchone())[0])
 
         if await self._runner.run(run, repeatable=False) == 0:
             raise SessionNotFound(f"session {session_id!r} not found")
@@ -331,7 +271,7 @@ class PostgresStore:
             async with self._tx(conn, attempt, tenant_id):
                 await conn.execute(q.LOCK_TENANT if user_id is None else q.LOCK_USER, args)
                 cur = await conn.execute(q.DROP_TENANT if user_id is None else q.DROP_USER, args)
-            return int(_one(await cur.fetchone())[0])
+            return int(one(await cur.fetchone())[0])
 
         return await self._runner.run(run, repeatable=False)
 
@@ -342,333 +282,9 @@ class PostgresStore:
         async def run(conn: Conn, attempt: Attempt) -> int:
             async with self._tx(conn, attempt, None):
                 cur = await conn.execute(q.PURGE, (now, horizon))
-            return int(_one(await cur.fetchone())[0])
+            return int(one(await cur.fetchone())[0])
 
         return await self._runner.run(run)  # deleting the expired again is harmless
-
-    # -- events -------------------------------------------------------------------------
-
-    async def append(
-        self,
-        *,
-        tenant_id: str,
-        session_id: str,
-        events: Sequence[NewEvent],
-        branch: str = DEFAULT_BRANCH,
-        expected_seq: int | None = None,
-        idempotency_key: str | None = None,
-    ) -> AppendResult:
-        check_id(branch, "branch")
-        check_seq(expected_seq, "expected_seq", allow_none=True)
-        if idempotency_key is not None:
-            check_id(idempotency_key, "idempotency_key", max_len=255)
-        encoded = encode_appends(events, self._config.limits)
-        self._ids(tenant_id, session_id)
-        now = _exact(self._config.clock())
-        print_ = None if idempotency_key is None else fingerprint(branch, encoded)
-        key = (tenant_id, session_id)
-
-        async def run(conn: Conn, attempt: Attempt) -> AppendResult:
-            async with self._tx(conn, attempt, tenant_id):
-                locked = await conn.execute(q.LOCK_SESSION, key)
-                lookup = await conn.execute(
-                    q.APPEND_LOOKUP,
-                    {"t": tenant_id, "s": session_id, "b": branch, "key": idempotency_key},
-                )
-                session = _live(tenant_id, session_id, await locked.fetchone(), now)
-                head, *idem = _one(await lookup.fetchone())
-                if head is None:
-                    raise BranchNotFound(f"branch {branch!r} not found")
-                if idem[0] is not None and (
-                    (now - from_us(idem[4])).total_seconds() < self._config.idempotency_ttl_seconds
-                ):
-                    if idem[0] != print_:
-                        raise IdempotencyMismatch(
-                            f"idempotency key {idempotency_key!r} was used with another payload"
-                        )
-                    cur = await conn.execute(
-                        q.EVENTS_ASC, (*key, idem[1], idem[2], idem[3], idem[3] - idem[2] + 1)
-                    )
-                    rows = await cur.fetchall()
-                    return AppendResult(
-                        branch=idem[1],
-                        first_seq=idem[2],
-                        last_seq=idem[3],
-                        events=tuple(_event(row, idem[1]) for row in rows),
-                        replayed=True,
-                    )
-                if expected_seq is not None and expected_seq != head:
-                    raise SeqConflict(
-                        f"expected seq {expected_seq}, branch {branch!r} is at {head}",
-                        expected=expected_seq,
-                        actual=head,
-                    )
-                expires = expiry_after(session.ttl_seconds, now)
-                await conn.execute(
-                    q.APPEND_WRITE,
-                    {
-                        "t": tenant_id,
-                        "s": session_id,
-                        "b": branch,
-                        "head": head,
-                        "now": to_us(now),
-                        "tcs": [item.event.token_count for item in encoded],
-                        "bodies": [item.body for item in encoded],
-                        "key": idempotency_key,
-                        "last": head + len(encoded),
-                        "exp": None if expires is None else to_us(expires),
-                        "fp": print_,
-                        "first": head + 1,
-                    },
-                )
-            return AppendResult(
-                branch=branch,
-                first_seq=head + 1,
-                last_seq=head + len(encoded),
-                events=tuple(
-                    decode_event(
-                        item.body,
-                        seq=head + 1 + i,
-                        branch=branch,
-                        created_at=now,
-                        token_count=item.event.token_count,
-                        idempotency_key=idempotency_key,
-                    )
-                    for i, item in enumerate(encoded)
-                ),
-            )
-
-        # With a key, a retry after a lost COMMIT replays instead of writing twice.
-        return await self._runner.run(run, repeatable=idempotency_key is not None)
-
-    async def read(
-        self,
-        *,
-        tenant_id: str,
-        session_id: str,
-        branch: str = DEFAULT_BRANCH,
-        after_seq: int = 0,
-        before_seq: int | None = None,
-        limit: int = 100,
-        order: Order = "asc",
-    ) -> list[Event]:
-        check_id(branch, "branch")
-        check_seq(after_seq, "after_seq")
-        check_seq(before_seq, "before_seq", allow_none=True)
-        check_limit(limit, self._config.limits)
-        check_order(order)
-        self._ids(tenant_id, session_id)
-        now = self._config.clock()
-        sql = q.EVENTS_DESC if order == "desc" else q.EVENTS_ASC
-
-        async def run(conn: Conn, attempt: Attempt) -> list[Event]:
-            parts: list[tuple[str, psycopg.AsyncCursor[Any]]] = []
-            async with self._tx(conn, attempt, tenant_id, read=True):
-                view = await conn.execute(q.VIEW, (tenant_id, session_id))
-                branches = _branches(tenant_id, session_id, await view.fetchall(), now)
-                if branch not in branches:
-                    raise BranchNotFound(f"branch {branch!r} not found")
-                segments = lineage(branches, branch)
-                for seg in clip_segments(segments, after_seq, before_seq, order):
-                    head = branches[seg.branch].head_seq
-                    hi = head if seg.hi is None else min(seg.hi, head)
-                    if seg.lo <= hi:
-                        cur = await conn.execute(
-                            sql, (tenant_id, session_id, seg.branch, seg.lo, hi, limit)
-                        )
-                        parts.append((seg.branch, cur))
-            out: list[Event] = []
-            for owner, cur in parts:
-                out += [_event(row, owner) for row in await cur.fetchmany(limit - len(out))]
-                if len(out) >= limit:
-                    break
-            return out
-
-        return await self._runner.run(run)
-
-    async def read_last(
-        self, *, tenant_id: str, session_id: str, branch: str = DEFAULT_BRANCH, n: int
-    ) -> list[Event]:
-        events = await self.read(
-            tenant_id=tenant_id, session_id=session_id, branch=branch, limit=n, order="desc"
-        )
-        events.reverse()
-        return events
-
-    # -- branches -----------------------------------------------------------------------
-
-    async def fork(
-        self,
-        *,
-        tenant_id: str,
-        session_id: str,
-        new_branch: str,
-        from_branch: str = DEFAULT_BRANCH,
-        at_seq: int | None = None,
-    ) -> Branch:
-        check_id(new_branch, "new_branch")
-        check_id(from_branch, "from_branch")
-        check_seq(at_seq, "at_seq", allow_none=True)
-        self._ids(tenant_id, session_id)
-        now = _exact(self._config.clock())
-
-        async def run(conn: Conn, attempt: Attempt) -> Branch:
-            async with self._tx(conn, attempt, tenant_id):
-                locked = await conn.execute(q.LOCK_SESSION, (tenant_id, session_id))
-                cur = await conn.execute(q.BRANCHES, (tenant_id, session_id))
-                _live(tenant_id, session_id, await locked.fetchone(), now)
-                heads = {name: (head, order) for name, head, order in await cur.fetchall()}
-                if from_branch not in heads:
-                    raise BranchNotFound(f"branch {from_branch!r} not found")
-                if new_branch in heads:
-                    raise AlreadyExists(f"branch {new_branch!r} already exists")
-                parent_head = heads[from_branch][0]
-                at = parent_head if at_seq is None else at_seq
-                check_fork_point(at, parent_head)
-                ordinal = max(order for _, order in heads.values()) + 1
-                await conn.execute(
-                    q.CREATE_BRANCH,
-                    (tenant_id, session_id, new_branch, ordinal, from_branch, at, at, to_us(now)),
-                )
-            return Branch(
-                name=new_branch, head_seq=at, created_at=now, parent=from_branch, fork_seq=at
-            )
-
-        return await self._runner.run(run, repeatable=False)
-
-    async def list_branches(self, *, tenant_id: str, session_id: str) -> list[Branch]:
-        self._ids(tenant_id, session_id)
-        now = self._config.clock()
-
-        async def run(conn: Conn, attempt: Attempt) -> list[Branch]:
-            async with self._tx(conn, attempt, tenant_id, read=True):
-                cur = await conn.execute(q.VIEW, (tenant_id, session_id))
-            return list(_branches(tenant_id, session_id, await cur.fetchall(), now).values())
-
-        return await self._runner.run(run)
-
-    # -- state --------------------------------------------------------------------------
-
-    async def get_state(self, *, tenant_id: str, session_id: str) -> StateDoc:
-        self._ids(tenant_id, session_id)
-        now = self._config.clock()
-
-        async def run(conn: Conn, attempt: Attempt) -> StateDoc:
-            async with self._tx(conn, attempt, tenant_id, read=True):
-                cur = await conn.execute(q.GET_STATE, (tenant_id, session_id))
-            row = await cur.fetchone()
-            _live(tenant_id, session_id, row, now)
-            assert row is not None  # noqa: S101 - _live raised otherwise
-            version, body, updated = row[7:10]
-            if version is None:
-                return StateDoc(version=0, data={})
-            return StateDoc(version=version, data=_object(body), updated_at=from_us(updated))
-
-        return await self._runner.run(run)
-
-    async def put_state(
-        self,
-        *,
-        tenant_id: str,
-        session_id: str,
-        data: Mapping[str, JSONValue],
-        expected_version: int,
-    ) -> StateDoc:
-        check_seq(expected_version, "expected_version")
-        body = encode_state(data, self._config.limits)
-        self._ids(tenant_id, session_id)
-        now = _exact(self._config.clock())
-        key = (tenant_id, session_id)
-
-        async def run(conn: Conn, attempt: Attempt) -> None:
-            async with self._tx(conn, attempt, tenant_id):
-                locked = await conn.execute(q.LOCK_SESSION, key)
-                cur = await conn.execute(q.STATE_VERSION, key)
-                _live(tenant_id, session_id, await locked.fetchone(), now)
-                row = await cur.fetchone()
-                version = 0 if row is None else int(row[0])
-                if version != expected_version:
-                    raise StateVersionConflict(
-                        f"state is at version {version}, not {expected_version}",
-                        expected=expected_version,
-                        actual=version,
-                    )
-                await conn.execute(q.PUT_STATE, (*key, expected_version + 1, body, to_us(now)))
-
-        await self._runner.run(run, repeatable=False)
-        return StateDoc(version=expected_version + 1, data=_object(body), updated_at=now)
-
-
-# -- rows to values ---------------------------------------------------------------------
-
-
-def _exact(moment: datetime) -> datetime:
-    """``moment`` as it will read back: UTC, whole microseconds."""
-    return from_us(to_us(moment))
-
-
-def _one(row: Sequence[Any] | None) -> Sequence[Any]:
-    if row is None:
-        raise ChatstateError("PostgreSQL returned no row where one was expected")
-    return row
-
-
-def _object(text: str) -> dict[str, JSONValue]:
-    value = loads(text)
-    if not isinstance(value, dict):
-        raise ChatstateError("stored JSON is not an object")
-    return value
-
-
-def _session(tenant_id: str, row: Sequence[Any]) -> Session:
-    sid, user_id, meta, ttl, created, updated, expires = row[:7]
-    return Session(
-        tenant_id=tenant_id,
-        id=sid,
-        created_at=from_us(created),
-        updated_at=from_us(updated),
-        metadata=_object(meta),
-        user_id=user_id,
-        ttl_seconds=ttl,
-        expires_at=None if expires is None else from_us(expires),
-    )
-
-
-def _live(tenant_id: str, session_id: str, row: Sequence[Any] | None, now: datetime) -> Session:
-    """The session in ``row``, or ``SessionNotFound``/``SessionExpired``."""
-    if row is None:
-        raise SessionNotFound(f"session {session_id!r} not found")
-    return ensure_live(_session(tenant_id, row), now)
-
-
-def _branches(
-    tenant_id: str, session_id: str, rows: Sequence[Sequence[Any]], now: datetime
-) -> dict[str, Branch]:
-    """The branches of a ``VIEW`` result, main first, after checking the session."""
-    _live(tenant_id, session_id, rows[0] if rows else None, now)
-    return {
-        row[7]: Branch(
-            name=row[7],
-            head_seq=row[8],
-            created_at=from_us(row[11]),
-            parent=row[9],
-            fork_seq=row[10],
-        )
-        for row in rows
-        if row[7] is not None
-    }
-
-
-def _event(row: Sequence[Any], branch: str) -> Event:
-    seq, created, token_count, key, body = row
-    return decode_event(
-        body,
-        seq=seq,
-        branch=branch,
-        created_at=from_us(created),
-        token_count=token_count,
-        idempotency_key=key,
-    )
 
 
 # -- entry points -----------------------------------------------------------------------
@@ -678,8 +294,44 @@ async def open_postgres_url(url: str, config: StoreConfig) -> PostgresStore:
     """``postgresql://`` / ``postgres://`` for :func:`chatstate.store.url.open_store`.
 
     An empty database is set up; an older schema is refused (run ``chatstate migrate``).
+    Besides libpq's own parameters the query may carry chatstate's: ``migrate=1``,
+    ``schema=NAME``, ``row_level_security=1`` and ``pool_max_size=N``.
     """
-    return await PostgresStore.open(url, config=config)
+    base, options = _split_url(url)
+    size = options.get("pool_max_size", "10")
+    if not size.isdigit() or int(size) < 1:
+        raise ValidationError("pool_max_size must be a positive integer")
+    return await PostgresStore.open(
+        base,
+        config=config,
+        migrate=_flag(options, "migrate"),
+        schema=options.get("schema"),
+        row_level_security=_flag(options, "row_level_security"),
+        max_size=int(size),
+    )
+
+
+_URL_OPTIONS = frozenset({"migrate", "schema", "row_level_security", "pool_max_size"})
+
+
+def _split_url(url: str) -> tuple[str, dict[str, str]]:
+    """Take chatstate's options out of the URL's query; libpq gets the rest."""
+    base, _, query = url.partition("?")
+    if not query:
+        return url, {}
+    pairs = parse_qsl(query, keep_blank_values=True)
+    rest = [(k, v) for k, v in pairs if k not in _URL_OPTIONS]
+    ours = {k: v for k, v in pairs if k in _URL_OPTIONS}
+    return (f"{base}?{urlencode(rest, quote_via=quote)}" if rest else base), ours
+
+
+def _flag(options: Mapping[str, str], name: str) -> bool:
+    value = options.get(name, "").lower()
+    if value in ("1", "true", "yes", "on"):
+        return True
+    if value in ("", "0", "false", "no", "off"):
+        return False
+    raise ValidationError(f"{name} must be 1 or 0, not {value!r}")
 
 
 async def migrate(url: str, *, schema: str | None = None) -> list[int]:
