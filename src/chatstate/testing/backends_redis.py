@@ -30,9 +30,17 @@ from pathlib import Path
 
 from chatstate.store.protocol import Store
 from chatstate.store.rules import StoreConfig
-from chatstate.testing.backends import REGISTRY, BackendSpec, register
+from chatstate.testing.backends import REGISTRY, BackendSpec, in_ci, register
 
-__all__ = ["LocalCluster", "LocalRedis", "drop_prefix", "free_port", "redis_url"]
+__all__ = [
+    "LocalCluster",
+    "LocalRedis",
+    "drop_prefix",
+    "free_port",
+    "redis_url",
+    "require",
+    "require_redis_server",
+]
 
 DEFAULT_URL = "redis://127.0.0.1:6379/0"
 
@@ -356,3 +364,32 @@ register(BackendSpec(name="redis-cluster", open=_open_cluster, unavailable=_clus
 register(
     BackendSpec(name="tiered", open=_open_tiered, unavailable=lambda: _tcp_unavailable(redis_url()))
 )
+
+
+def require(name: str) -> BackendSpec:
+    """The registered backend ``name`` for a test: skipped with its reason when its server
+    is unreachable, an error instead under ``CI=true``."""
+    import pytest  # noqa: PLC0415 - only tests call this
+
+    spec = REGISTRY[name]
+    reason = spec.unavailable()
+    if reason is not None:
+        if in_ci():
+            pytest.fail(f"{name} is required under CI=true: {reason}")
+        pytest.skip(reason)
+    return spec
+
+
+def require_redis_server() -> None:
+    """Skip (fail under ``CI=true``) unless redis-server, redis-cli and redis-py are here."""
+    import pytest  # noqa: PLC0415 - only tests call this
+
+    reason = _driver_missing()
+    if reason is None and (
+        shutil.which("redis-server") is None or shutil.which("redis-cli") is None
+    ):
+        reason = "redis-server and redis-cli are not on PATH"
+    if reason is not None:
+        if in_ci():
+            pytest.fail(f"a private redis-server is required under CI=true: {reason}")
+        pytest.skip(reason)

@@ -1,0 +1,457 @@
+"""Redis as the store: key layout, owner checks, TTL hygiene, persistence report, scale,
+and the March 2023 class of bug (cancelled requests on a shared pool).
+
+The contract itself is checked by the conformance suite (``CHATSTATE_BACKENDS=redis``).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import random
+import statistics
+import time
+from collections.abc import AsyncIterator
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+from chatstate.errors import (
+    BackendUnavailable,
+    ChatstateError,
+    SessionExpired,
+    SessionNotFound,
+    ValidationError,
+)
+from chatstate.model import NewEvent
+from chatstate.store.rules import StoreConfig
+from chatstate.testing.backends import FakeClock
+from chatstate.testing.backends_redis import (
+    LocalRedis,
+    free_port,
+    redis_url,
+    require,
+    require_redis_server,
+)
+
+T, OTHER = "acme", "globex"
+
+
+def msg(text: str) -> NewEvent:
+    return NewEvent.message("user", text)
+
+
+@pytest.fixture
+async def store(tmp_path: Path) -> AsyncIterator[Any]:
+    spec = require("redis")
+    async with spec.open(StoreConfig(), tmp_path) as opened:
+        yield opened
+
+
+async def _keys(store: Any) -> list[str]:
+    return sorted([k async for k in store.client.scan_iter(match=f"{store.prefix}:*")])
+
+
+async def test_session_keys_share_one_hash_tag(store: Any) -> None:
+    from redis.crc import key_slot
+
+    await store.create_session(tenant_id=T, session_id="s", ttl_seconds=600)
+    await store.append(tenant_id=T, session_id="s", events=[msg("a")], idempotency_key="k")
+    await store.fork(tenant_id=T, session_id="s", new_branch="b")
+    await store.append(tenant_id=T, session_id="s", branch="b", events=[msg("b")])
+    await store.put_state(tenant_id=T, session_id="s", data={"x": 1}, expected_version=0)
+    keys = await _keys(store)
+    session_keys = [k for k in keys if ":s:" in k]
+    assert len(session_keys) == 7
+    assert all("{acme:s}" in k for k in session_keys)
+    assert len({key_slot(k.encode()) for k in session_keys}) == 1
+    # The three indexes, each in its own slot.
+    assert {k for k in keys if ":s:" not in k} == {
+        f"{store.prefix}:t:{{acme}}:sessions",
+        f"{store.prefix}:g:{{expiry}}",
+        f"{store.prefix}:g:{{idempotency}}",
+    }
+
+
+async def test_no_pattern_commands_ever(store: Any, monkeypatch: pytest.MonkeyPatch) -> None:
+    """No KEYS or SCAN on any path, so no id can ever act as a pattern."""
+    seen: list[str] = []
+    original = store.client.execute_command
+
+    async def spy(*args: Any, **kwargs: Any) -> Any:
+        seen.append(str(args[0]).upper())
+        return await original(*args, **kwargs)
+
+    monkeypatch.setattr(store.client, "execute_command", spy)
+    clock_ids = ["a*", "b?"]
+    for sid in ("s1", "s2"):
+        await store.create_session(tenant_id=T, session_id=sid, ttl_seconds=60, user_id="u")
+        await store.append(tenant_id=T, session_id=sid, events=[msg("x")], idempotency_key="k")
+        await store.read(tenant_id=T, session_id=sid)
+    await store.list_sessions(tenant_id=T, limit=1)
+    await store.purge_expired()
+    await store.delete_sessions(tenant_id=T, user_id="u")
+    for bad in clock_ids:
+        with pytest.raises(ValidationError):
+            await store.get_session(tenant_id=T, session_id=bad)
+    assert seen and not {"KEYS", "SCAN"} & set(seen)
+
+
+async def test_another_tenants_records_are_refused(store: Any) -> None:
+    """A record found under one tenant's key but written for another is never returned."""
+    await store.create_session(tenant_id=T, session_id="s")
+    await store.append(tenant_id=T, session_id="s", events=[msg("acme secret")])
+    await store.put_state(tenant_id=T, session_id="s", data={"k": "acme"}, expected_version=0)
+    await store.create_session(tenant_id=OTHER, session_id="s")
+    await store.append(tenant_id=OTHER, session_id="s", events=[msg("globex")])
+    mine = store._keys.session(T, "s")
+    theirs = store._keys.session(OTHER, "s")
+    client = store.client
+    # Plant acme's event record and state under globex's keys (as a bug or a bad
+    # restore might): globex must get an error, never acme's text.
+    record = await client.hget(mine[3], "main:1")
+    await client.hset(theirs[3], "main:1", record)
+    with pytest.raises(ChatstateError) as caught:
+        await store.read(tenant_id=OTHER, session_id="s")
+    assert "acme secret" not in str(caught.value)
+    await client.copy(mine[6], theirs[6], replace=True)
+    with pytest.raises(ChatstateError):
+        await store.get_state(tenant_id=OTHER, session_id="s")
+    await client.copy(mine[0], theirs[0], replace=True)
+    with pytest.raises(ChatstateError):
+        await store.get_session(tenant_id=OTHER, session_id="s")
+    with pytest.raises(ChatstateError):
+        await store.append(tenant_id=OTHER, session_id="s", events=[msg("x")])
+    # acme is untouched.
+    events = await store.read(tenant_id=T, session_id="s")
+    assert [e.content for e in events] == ["acme secret"]
+
+
+async def test_every_key_of_a_session_with_ttl_has_a_ttl(store: Any) -> None:
+    await store.create_session(tenant_id=T, session_id="s", ttl_seconds=3600)
+    await store.append(tenant_id=T, session_id="s", events=[msg("a")], idempotency_key="k")
+    await store.fork(tenant_id=T, session_id="s", new_branch="b")
+    await store.put_state(tenant_id=T, session_id="s", data={"x": 1}, expected_version=0)
+    keys = store._keys.session(T, "s")
+
+    async def ttls() -> list[int]:
+        return [int(await store.client.pttl(k)) for k in keys]
+
+    assert all(t > 3_600_000 for t in await ttls())  # ttl + grace, every key
+    await store.set_ttl(tenant_id=T, session_id="s", ttl_seconds=None)
+    assert all(t == -1 for t in await ttls())
+    await store.set_ttl(tenant_id=T, session_id="s", ttl_seconds=120)
+    assert all(0 < t <= 120_000 + 600_000 for t in await ttls())
+    await store.delete_session(tenant_id=T, session_id="s")
+    assert [k for k in await _keys(store) if ":s:" in k] == []
+
+
+async def test_redis_drops_expired_sessions_by_itself(tmp_path: Path) -> None:
+    require("redis")
+    from chatstate.store.redis import open_redis_url
+
+    store = await open_redis_url(f"{redis_url()}?prefix=cstnative&ttl_grace=0", StoreConfig())
+    try:
+        assert store.capabilities.native_ttl
+        await store.create_session(tenant_id=T, session_id="s", ttl_seconds=0.3)
+        await store.append(tenant_id=T, session_id="s", events=[msg("short-lived")])
+        await asyncio.sleep(0.6)
+        with pytest.raises(SessionNotFound):
+            await store.get_session(tenant_id=T, session_id="s")
+        assert [k for k in await _keys(store) if ":s:" in k] == []
+        assert (await store.list_sessions(tenant_id=T)).items == ()
+    finally:
+        from chatstate.testing.backends_redis import drop_prefix
+
+        await drop_prefix(store.client, "cstnative")
+        await store.close()
+
+
+async def test_listing_skips_and_then_drops_dangling_entries(tmp_path: Path) -> None:
+    spec = require("redis")
+    clock = FakeClock()
+    async with spec.open(StoreConfig(clock=clock), tmp_path) as store:
+        store_any: Any = store
+        for sid in ("a", "b", "c"):
+            await store.create_session(tenant_id=T, session_id=sid)
+        index = store_any._keys.tenant(T)
+        # "b" lost its record (say, a delete whose index step never ran).
+        await store_any.client.delete(store_any._keys.session(T, "b")[0])
+        page = await store.list_sessions(tenant_id=T)
+        assert [s.id for s in page.items] == ["c", "a"]
+        assert await store_any.client.zcard(index) == 3  # young: might be a create in flight
+        clock.advance(120)
+        page = await store.list_sessions(tenant_id=T)
+        assert [s.id for s in page.items] == ["c", "a"]
+        assert await store_any.client.zcard(index) == 2
+
+
+async def test_unreachable_server_is_a_typed_error_not_a_hang() -> None:
+    require_redis_server()
+    from chatstate.store.redis import open_redis_url
+
+    started = time.monotonic()
+    with pytest.raises(BackendUnavailable) as caught:
+        await open_redis_url(f"redis://:secret@127.0.0.1:{free_port()}/0", StoreConfig())
+    assert time.monotonic() - started < 5
+    assert "secret" not in str(caught.value)
+
+
+async def test_a_stopped_server_gives_503_and_a_restart_heals(tmp_path: Path) -> None:
+    require_redis_server()
+    from chatstate.store.redis import open_redis_url
+
+    server = LocalRedis(tmp_path / "r", args=["--appendonly", "yes", "--appendfsync", "always"])
+    server.start()
+    store = await open_redis_url(server.url, StoreConfig())
+    try:
+        assert store.capabilities.durable
+        await store.create_session(tenant_id=T, session_id="s")
+        await store.append(tenant_id=T, session_id="s", events=[msg("before")])
+        server.kill()
+        with pytest.raises(BackendUnavailable):
+            await store.append(tenant_id=T, session_id="s", events=[msg("during")])
+        with pytest.raises(BackendUnavailable):
+            await store.read(tenant_id=T, session_id="s")
+        server.start()
+        # Reads retry once on a stale pooled connection; writes are never retried, so
+        # the first write after a restart may still fail on a dead connection.
+        assert [e.content for e in await store.read(tenant_id=T, session_id="s")] == ["before"]
+        for _ in range(3):
+            try:
+                await store.append(tenant_id=T, session_id="s", events=[msg("after")])
+                break
+            except BackendUnavailable:
+                continue
+        contents = [e.content for e in await store.read(tenant_id=T, session_id="s")]
+        assert contents == ["before", "after"]
+    finally:
+        await store.close()
+        server.stop()
+
+
+# -- the persistence report ------------------------------------------------------------------
+
+
+def test_loss_windows() -> None:
+    from chatstate.store.redis import describe_persistence
+
+    assert describe_persistence("yes", "always", "") == (True, "none (appendfsync always)")
+    durable, window = describe_persistence("yes", "everysec", "")
+    assert not durable and "1 second" in window
+    assert "snapshot" in describe_persistence("no", "everysec", "3600 1")[1]
+    assert "everything" in describe_persistence("no", "everysec", "")[1]
+    assert "unknown" in describe_persistence(None, None, None)[1]
+
+
+async def test_start_logs_the_loss_window(caplog: pytest.LogCaptureFixture) -> None:
+    require("redis")
+    from chatstate.store.redis import open_redis_url
+
+    with caplog.at_level(logging.INFO, logger="chatstate.store.redis"):
+        store = await open_redis_url(f"{redis_url()}?prefix=cstlog", StoreConfig())
+        await store.close()
+    record = next(
+        r for r in caplog.records if "can lose" in r.getMessage() or "survive" in r.getMessage()
+    )
+    if store.capabilities.durable:
+        assert record.levelno == logging.INFO
+    else:
+        assert record.levelno == logging.WARNING
+        assert store.loss_window in record.getMessage()
+
+
+async def test_a_server_that_forbids_config_is_tolerated(
+    tmp_path: Path, caplog: pytest.LogCaptureFixture
+) -> None:
+    require_redis_server()
+    from chatstate.store.redis import open_redis_url
+
+    server = LocalRedis(tmp_path / "r", args=["--rename-command", "CONFIG", ""])
+    server.start()
+    try:
+        with caplog.at_level(logging.WARNING, logger="chatstate.store.redis"):
+            store = await open_redis_url(server.url, StoreConfig())
+        try:
+            assert not store.capabilities.durable
+            assert "unknown" in store.loss_window
+            assert any("unknown" in r.getMessage() for r in caplog.records)
+            await store.create_session(tenant_id=T, session_id="s")
+        finally:
+            await store.close()
+    finally:
+        server.stop()
+
+
+def test_url_parameters() -> None:
+    require("redis")
+    from redis.asyncio.cluster import RedisCluster
+
+    from chatstate.store.redis import RedisStore, connect_client
+
+    client, ours = connect_client("redis+cluster://127.0.0.1:7000?prefix=app&socket_timeout=2")
+    assert isinstance(client, RedisCluster)
+    assert ours == {"prefix": "app"}
+    with pytest.raises(ValidationError):
+        RedisStore(client, prefix="a{b}")
+    with pytest.raises(ValidationError):
+        connect_client("http://127.0.0.1:6379")
+
+
+# -- scale -------------------------------------------------------------------------------------
+
+
+async def test_append_cost_is_flat_in_log_length(store: Any) -> None:
+    """An append at 100,000 events costs what it costs at 1,000 (O(1) per event)."""
+    await store.create_session(tenant_id=T, session_id="big")
+
+    async def fill(count: int) -> None:
+        for _ in range(count // 1000):
+            await store.append(tenant_id=T, session_id="big", events=[msg("filler text")] * 1000)
+
+    async def median_append() -> float:
+        times = []
+        for i in range(150):
+            began = time.perf_counter()
+            await store.append(tenant_id=T, session_id="big", events=[msg(f"turn {i}")])
+            times.append(time.perf_counter() - began)
+        return statistics.median(times)
+
+    await fill(1000)
+    small = await median_append()
+    await fill(99_000)
+    large = await median_append()
+    assert large < small * 1.5 + 0.0002, (small, large)
+    last = await store.read_last(tenant_id=T, session_id="big", n=1)
+    assert last[0].seq == 100_300
+
+
+# -- cancellation: the March 2023 bug class ----------------------------------------------------
+
+
+class DelayProxy:
+    """A TCP proxy that delays every chunk a little, so cancels land mid-reply."""
+
+    def __init__(self, upstream_port: int, seed: int) -> None:
+        self.upstream_port = upstream_port
+        self.rng = random.Random(seed)
+        self.server: asyncio.Server | None = None
+        self.port = 0
+
+    async def start(self) -> None:
+        self.server = await asyncio.start_server(self._handle, "127.0.0.1", 0)
+        self.port = self.server.sockets[0].getsockname()[1]
+
+    async def _pump(self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+        try:
+            while chunk := await reader.read(4096):
+                await asyncio.sleep(self.rng.random() * 0.002)
+                writer.write(chunk)
+                await writer.drain()
+        except (ConnectionError, asyncio.CancelledError):
+            pass
+        finally:
+            writer.close()
+
+    async def _handle(self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+        up_reader, up_writer = await asyncio.open_connection("127.0.0.1", self.upstream_port)
+        await asyncio.gather(self._pump(reader, up_writer), self._pump(up_reader, writer))
+
+    async def stop(self) -> None:
+        if self.server is not None:
+            self.server.close()
+
+
+async def test_cancelled_requests_never_leak_another_tenants_data() -> None:
+    """Thousands of reads from two tenants, through a delaying proxy, cancelled at random:
+    no completed read carries the other tenant's data, and the pool stays clean."""
+    require("redis")
+    from urllib.parse import urlsplit
+
+    from chatstate.store.redis import open_redis_url
+    from chatstate.testing.backends_redis import drop_prefix
+
+    upstream = urlsplit(redis_url())
+    proxy = DelayProxy(upstream.port or 6379, seed=2023)
+    await proxy.start()
+    prefix = "cstcancel"
+    store = await open_redis_url(
+        f"redis://127.0.0.1:{proxy.port}/{(upstream.path or '/0').lstrip('/') or 0}"
+        f"?prefix={prefix}",
+        StoreConfig(),
+    )
+    rng = random.Random(7)
+    try:
+        for tenant in (T, OTHER):
+            for i in range(5):
+                await store.create_session(
+                    tenant_id=tenant, session_id=f"s{i}", metadata={"owner": tenant}
+                )
+                await store.append(
+                    tenant_id=tenant,
+                    session_id=f"s{i}",
+                    events=[msg(f"{tenant}:{i}:{n}") for n in range(20)],
+                )
+                await store.put_state(
+                    tenant_id=tenant, session_id=f"s{i}", data={"owner": tenant}, expected_version=0
+                )
+
+        def owners(tenant: str, result: Any) -> set[str]:
+            if isinstance(result, list):
+                return {str(e.content).split(":")[0] for e in result}
+            if hasattr(result, "items"):  # a page of sessions
+                return {str(s.metadata["owner"]) for s in result.items}
+            if hasattr(result, "metadata"):
+                return {str(result.metadata["owner"])}
+            return {str(result.data["owner"])}
+
+        async def one(tenant: str) -> tuple[str, Any]:
+            sid = f"s{rng.randrange(5)}"
+            kind = rng.randrange(5)
+            if kind == 0:
+                return tenant, await store.read(tenant_id=tenant, session_id=sid)
+            if kind == 1:
+                return tenant, await store.read_last(tenant_id=tenant, session_id=sid, n=5)
+            if kind == 2:
+                return tenant, await store.get_session(tenant_id=tenant, session_id=sid)
+            if kind == 3:
+                return tenant, await store.get_state(tenant_id=tenant, session_id=sid)
+            return tenant, await store.list_sessions(tenant_id=tenant, limit=3)
+
+        completed = cancelled = 0
+        for _ in range(40):
+            tasks = [asyncio.create_task(one(rng.choice((T, OTHER)))) for _ in range(60)]
+            loop = asyncio.get_running_loop()
+            for task in tasks:
+                if rng.random() < 0.5:  # cancel at a random moment: before, during, after
+                    loop.call_later(rng.random() * 0.008, task.cancel)
+            for outcome in await asyncio.gather(*tasks, return_exceptions=True):
+                if isinstance(outcome, asyncio.CancelledError):
+                    cancelled += 1
+                    continue
+                assert not isinstance(outcome, BaseException), outcome
+                tenant, result = outcome
+                assert owners(tenant, result) <= {tenant}, (tenant, result)
+                completed += 1
+        assert completed > 1000 and cancelled > 300, (completed, cancelled)
+        # Every pooled connection is clean: sequential reads get exactly their own data.
+        for _ in range(50):
+            tenant = rng.choice((T, OTHER))
+            events = await store.read(tenant_id=tenant, session_id="s0")
+            assert [e.content for e in events] == [f"{tenant}:0:{n}" for n in range(20)]
+    finally:
+        await drop_prefix(store.client, prefix)
+        await store.close()
+        await proxy.stop()
+
+
+async def test_expired_sessions_answer_410_until_purged(store: Any) -> None:
+    # The conformance suite covers this with a fake clock; here on the real clock.
+    await store.create_session(tenant_id=T, session_id="s", ttl_seconds=0.2)
+    await asyncio.sleep(0.3)
+    with pytest.raises(SessionExpired):
+        await store.read(tenant_id=T, session_id="s")
+    assert await store.purge_expired() == 1
+    with pytest.raises(SessionNotFound):
+        await store.read(tenant_id=T, session_id="s")
