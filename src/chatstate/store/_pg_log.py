@@ -263,8 +263,7 @@ class LogMethods(PgBase):
                 cur = await conn.execute(q.GET_STATE, (tenant_id, session_id))
             row = await cur.fetchone()
             live(tenant_id, session_id, row, now)
-            assert row is not None  # noqa: S101 - _live raised otherwise
-            version, body, updated = row[7:10]
+            version, body, updated = one(row)[7:10]
             if version is None:
                 return StateDoc(version=0, data={})
             return StateDoc(version=version, data=json_object(body), updated_at=from_us(updated))

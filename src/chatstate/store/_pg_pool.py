@@ -157,6 +157,12 @@ def _is_lost(exc: psycopg.Error) -> bool:
     return exc.sqlstate.startswith("08") or exc.sqlstate in _LOST_STATES
 
 
+def _quiet(task: asyncio.Task[None]) -> None:
+    """Retrieve a background check's outcome; its failures show in the calls that follow."""
+    if not task.cancelled() and task.exception() is not None:
+        log.debug("pool check failed: %r", task.exception())
+
+
 class Runner:
     """Runs store calls on the pool with retries and error translation."""
 
@@ -213,7 +219,7 @@ class Runner:
                     )
                     if lost:
                         self._check_pool()
-                    await asyncio.sleep(delay * random.uniform(0.5, 1.0))  # noqa: S311
+                    await asyncio.sleep(delay * random.uniform(0.5, 1.0))  # noqa: S311 - jitter, not secrecy
                     delay = min(delay * 2, 1.0)
                     continue
                 raise self._translate(exc, tries, attempt.committing and lost) from exc
@@ -222,6 +228,7 @@ class Runner:
         """Drop broken idle connections in the background (after a server restart)."""
         if self._checking is None or self._checking.done():
             self._checking = asyncio.get_running_loop().create_task(self.pool.check())
+            self._checking.add_done_callback(_quiet)
 
     def _translate(self, exc: psycopg.Error, tries: int, unknown: bool) -> ChatstateError:
         kind = type(exc).__name__
