@@ -25,31 +25,20 @@ value read back is checked against the caller's tenant and session before it is 
 
 from __future__ import annotations
 
-import asyncio
 import logging
 import secrets
 from collections.abc import Awaitable, Callable, Mapping, Sequence
-from datetime import timedelta
 from functools import partial
-from typing import Any, TypeAlias, TypeVar, cast
-from urllib.parse import parse_qsl, urlencode, urlsplit, urlunsplit
+from typing import Any, TypeVar, cast
 
-import redis.asyncio as aioredis
-from redis.asyncio.cluster import RedisCluster
-from redis.asyncio.retry import Retry
-from redis.backoff import NoBackoff
 from redis.commands.core import AsyncScript
-from redis.exceptions import ConnectionError as RedisConnectionError
-from redis.exceptions import RedisError, ResponseError
-from redis.exceptions import TimeoutError as RedisTimeoutError
+from redis.exceptions import RedisError
 
 from chatstate.errors import (
     AlreadyExists,
     BackendUnavailable,
     BranchNotFound,
-    ChatstateError,
     IdempotencyMismatch,
-    SchemaMismatch,
     SeqConflict,
     SessionExpired,
     SessionNotFound,
@@ -69,6 +58,26 @@ from chatstate.model import (
     StateDoc,
 )
 from chatstate.store import _redis_scripts as lua
+from chatstate.store._redis_conn import (
+    TRANSPORT_RACES,
+    RedisClient,
+    call_redis,
+    connect_client,
+    describe_persistence,
+    read_persistence,
+)
+from chatstate.store._redis_records import (
+    FIELD_SEP,
+    Keys,
+    branches_from,
+    event_from,
+    index_member,
+    integrity,
+    pairs,
+    parse_member,
+    session_from,
+    ttl_to_us,
+)
 from chatstate.store.codec import (
     decode_cursor,
     decode_event,
@@ -100,6 +109,7 @@ from chatstate.store.rules import (
 from chatstate.store.url import redact
 
 __all__ = [
+    "TRANSPORT_RACES",
     "RedisClient",
     "RedisStore",
     "connect_client",
@@ -110,72 +120,9 @@ __all__ = [
 
 log = logging.getLogger(__name__)
 
-RedisClient: TypeAlias = "aioredis.Redis | RedisCluster"
-"""A redis-py asyncio client: one server, or a cluster."""
-
 T = TypeVar("T")
 
-_US = "\x1f"  # separates the fields of an event record's header line
-_SCHEMA = "1"  # version of the session record layout
 _STALE_INDEX_US = 60 * 1_000_000  # index entries younger than this may be a create in flight
-
-
-def describe_persistence(
-    appendonly: str | None, appendfsync: str | None, save: str | None
-) -> tuple[bool, str]:
-    """What a server with these settings can lose on a crash: ``(durable, window)``."""
-    if appendonly is None:
-        return False, "unknown (the server does not allow CONFIG GET)"
-    if appendonly.lower() != "yes":
-        if not save:
-            return False, "everything: no AOF and no RDB snapshots (nothing is persisted)"
-        return False, f"every write since the last RDB snapshot (no AOF; save {save!r})"
-    fsync = (appendfsync or "").lower()
-    if fsync == "always":
-        return True, "none (appendfsync always)"
-    if fsync == "everysec":
-        return False, "about 1 second of acknowledged writes (appendfsync everysec)"
-    return False, "up to about 30 seconds of writes (appendfsync no: the OS decides)"
-
-
-def _ttl_us(ttl_seconds: float) -> int:
-    return timedelta(seconds=ttl_seconds) // timedelta(microseconds=1)
-
-
-def _pairs(flat: Sequence[str]) -> dict[str, str]:
-    return dict(zip(flat[::2], flat[1::2], strict=True))
-
-
-def _integrity(what: str) -> ChatstateError:
-    log.error("redis returned %s that belongs to another session; refusing it", what)
-    return ChatstateError(f"redis returned {what} of another session; refusing to use it")
-
-
-class _Keys:
-    """Key names. Only validated ids and our own prefix ever go into a key."""
-
-    def __init__(self, prefix: str) -> None:
-        self.prefix = prefix
-        self.expiry = f"{prefix}:g:{{expiry}}"
-        self.idempotency = f"{prefix}:g:{{idempotency}}"
-
-    def session(self, tenant: str, session: str) -> list[str]:
-        """The seven keys of a session, in the order the scripts expect."""
-        tag = f"{self.prefix}:s:{{{tenant}:{session}}}"
-        return [f"{tag}:{part}" for part in ("m", "b", "h", "e", "i", "it", "st")]
-
-    def tenant(self, tenant: str) -> str:
-        return f"{self.prefix}:t:{{{tenant}}}:sessions"
-
-
-def _member(created_us: int, session: str, nonce: str) -> str:
-    """Tenant index member: sorts by creation time, then id (``\\x01`` sorts below ids)."""
-    return f"{created_us:020d}\x01{session}\x01{nonce}"
-
-
-def _parse_member(member: str) -> tuple[int, str, str]:
-    created, session, nonce = member.split("\x01")
-    return int(created), session, nonce
 
 
 class RedisStore:
@@ -200,7 +147,7 @@ class RedisStore:
         check_id(prefix, "redis key prefix", max_len=64)
         self._client = client
         self._config = config or StoreConfig()
-        self._keys = _Keys(prefix)
+        self._keys = Keys(prefix)
         self._durable = durable
         self.loss_window = loss_window
         """What a crash of the server can lose, as read from its settings at start."""
@@ -235,27 +182,8 @@ class RedisStore:
         return self._keys.prefix
 
     # -- I/O boundary: every driver error becomes a chatstate error here ------------------
-
     async def _io(self, call: Callable[[], Awaitable[T]], *, retry: bool = False) -> T:
-        """Run one Redis call. Reads may retry once (a pooled connection can be stale
-        after a server restart); writes never do, since a lost reply can hide a write."""
-        for attempt in (1, 2):
-            try:
-                return await call()
-            except (RedisConnectionError, RedisTimeoutError) as exc:
-                if retry and attempt == 1:
-                    await asyncio.sleep(0.05)
-                    continue
-                raise BackendUnavailable(f"redis is unreachable: {exc}") from exc
-            except ResponseError as exc:
-                busy = str(exc).startswith(("LOADING", "CLUSTERDOWN", "TRYAGAIN"))
-                if busy and retry and attempt == 1:
-                    await asyncio.sleep(0.1)
-                    continue
-                raise BackendUnavailable(f"redis refused the command: {exc}") from exc
-            except RedisError as exc:
-                raise BackendUnavailable(f"redis error: {exc}") from exc
-        raise AssertionError("unreachable")  # pragma: no cover
+        return await call_redis(call, retry=retry)
 
     async def _run(
         self, name: str, keys: Sequence[str], args: Sequence[str | int], *, retry: bool = False
@@ -268,7 +196,7 @@ class RedisStore:
         """An index update after the session write: failure delays cleanup only."""
         try:
             await call()
-        except (RedisError, OSError) as exc:
+        except (RedisError, OSError, *TRANSPORT_RACES) as exc:
             log.warning("redis: %s failed (%s); purge_expired will catch up", what, exc)
 
     # -- decoding, with the owner check ------------------------------------------------
@@ -280,87 +208,16 @@ class RedisStore:
         if status == "expired":
             raise SessionExpired(f"session {session_id!r} has expired")
         if status == "integrity":
-            raise _integrity("a session record")
+            raise integrity("a session record")
         if status == "nobranch":
             raise BranchNotFound(f"branch {branch!r} not found")
         return status
 
     def _session(self, rec: Mapping[str, str], tenant_id: str, session_id: str) -> Session:
-        if not rec:
-            raise SessionNotFound(f"session {session_id!r} not found")
-        if rec.get("tenant") != tenant_id or rec.get("session") != session_id:
-            raise _integrity("a session record")
-        if rec.get("v") != _SCHEMA:
-            raise SchemaMismatch(
-                f"session record has layout {rec.get('v')!r}, this chatstate reads {_SCHEMA}",
-                fix="upgrade chatstate",
-            )
-        expires = rec["expires_us"]
-        return Session(
-            tenant_id=tenant_id,
-            id=session_id,
-            created_at=from_us(int(rec["created_us"])),
-            updated_at=from_us(int(rec["updated_us"])),
-            metadata=cast(dict[str, JSONValue], loads(rec["metadata"])),
-            user_id=rec["user_id"] or None,
-            ttl_seconds=cast(float, loads(rec["ttl"])) if rec["ttl"] else None,
-            expires_at=from_us(int(expires)) if expires else None,
-        )
+        return session_from(rec, tenant_id, session_id)
 
     def _live(self, rec: Mapping[str, str], tenant_id: str, session_id: str) -> Session:
         return ensure_live(self._session(rec, tenant_id, session_id), self._config.clock())
-
-    @staticmethod
-    def _branches(info: Mapping[str, str], heads: Mapping[str, str]) -> dict[str, Branch]:
-        out: list[tuple[int, Branch]] = []
-        for name, packed in info.items():
-            created, parent, fork, order = packed.split("|")
-            out.append(
-                (
-                    int(order),
-                    Branch(
-                        name=name,
-                        head_seq=int(heads[name]),
-                        created_at=from_us(int(created)),
-                        parent=parent or None,
-                        fork_seq=int(fork) if parent else None,
-                    ),
-                )
-            )
-        out.sort(key=lambda item: item[0])
-        return {branch.name: branch for _, branch in out}
-
-    def _event(
-        self,
-        raw: str | None,
-        *,
-        tenant_id: str,
-        session_id: str,
-        nonce: str,
-        branch: str,
-        seq: int,
-    ) -> Event:
-        if raw is None:  # the session went away between our two reads
-            raise SessionNotFound(f"session {session_id!r} not found")
-        header, newline, body = raw.partition("\n")
-        parts = header.split(_US)
-        if not newline or len(parts) != 8:
-            raise _integrity("a malformed event record")
-        r_seq, r_nonce, r_tenant, r_session, r_branch, created, tokens, key = parts
-        if r_tenant != tenant_id or r_session != session_id:
-            raise _integrity("an event")
-        if r_nonce != nonce:  # deleted and created again between our two reads
-            raise SessionNotFound(f"session {session_id!r} not found")
-        if r_branch != branch or r_seq != str(seq):
-            raise _integrity("an event from another position")
-        return decode_event(
-            body,
-            seq=seq,
-            branch=branch,
-            created_at=from_us(int(created)),
-            token_count=int(tokens) if tokens else None,
-            idempotency_key=key or None,
-        )
 
     # -- sessions -----------------------------------------------------------------------
 
@@ -386,10 +243,10 @@ class RedisStore:
         check_ttl(ttl_seconds)
         now_us = to_us(self._config.clock())
         nonce = secrets.token_hex(8)
-        ttl_us = _ttl_us(ttl_seconds) if ttl_seconds is not None else None
+        ttl_us = ttl_to_us(ttl_seconds) if ttl_seconds is not None else None
         expires_us = now_us + ttl_us if ttl_us is not None else None
         meta_json = dumps(dict(metadata or {}))
-        index, member = self._keys.tenant(tenant_id), _member(now_us, session_id, nonce)
+        index, member = self._keys.tenant(tenant_id), index_member(now_us, session_id, nonce)
         # The listing entry goes first: once the session exists, it is listed.
         await self._io(lambda: self._client.zadd(index, {member: 0}))
         reply = await self._run(
@@ -414,7 +271,7 @@ class RedisStore:
             await self._best_effort("index cleanup", lambda: self._client.zrem(index, member))
             raise AlreadyExists(f"session {session_id!r} already exists")
         if status == "replaced":  # an expired session of that id was purged on the way
-            old = _member(int(reply[2]), session_id, str(reply[1]))
+            old = index_member(int(reply[2]), session_id, str(reply[1]))
             await self._best_effort("index cleanup", lambda: self._client.zrem(index, old))
         if expires_us is not None:
             entry = f"{tenant_id}:{session_id}:{nonce}"
@@ -445,7 +302,7 @@ class RedisStore:
         async def fetch() -> list[dict[str, str]]:
             pipe = self._client.pipeline(transaction=False)
             for member in members:
-                pipe.hgetall(self._keys.session(tenant_id, _parse_member(member)[1])[0])
+                pipe.hgetall(self._keys.session(tenant_id, parse_member(member)[1])[0])
             return cast(list[dict[str, str]], await pipe.execute())
 
         return await self._io(fetch, retry=True)
@@ -488,7 +345,7 @@ class RedisStore:
             if not members:
                 break
             for member, rec in zip(members, await self._metas(tenant_id, members), strict=True):
-                created_us, sid, nonce = _parse_member(member)
+                created_us, sid, nonce = parse_member(member)
                 if not rec or rec.get("nonce") != nonce:
                     if created_us < old:  # deleted or a failed create, not one in flight
                         stale.append(member)
@@ -521,7 +378,7 @@ class RedisStore:
         check_ttl(ttl_seconds)
         self._ids(tenant_id, session_id)
         now_us = to_us(self._config.clock())
-        ttl_us = _ttl_us(ttl_seconds) if ttl_seconds is not None else None
+        ttl_us = ttl_to_us(ttl_seconds) if ttl_seconds is not None else None
         expires_us = now_us + ttl_us if ttl_us is not None else None
         reply = await self._run(
             "SET_TTL",
@@ -537,7 +394,7 @@ class RedisStore:
             ],
         )
         self._status(reply, session_id)
-        rec = _pairs(reply[1])
+        rec = pairs(reply[1])
         if expires_us is not None:  # only ever lower the entry: it is a lower bound
             entry = f"{tenant_id}:{session_id}:{rec['nonce']}"
             await self._best_effort(
@@ -552,7 +409,7 @@ class RedisStore:
 
         async def drop() -> None:
             pipe = self._client.pipeline(transaction=False)
-            pipe.zrem(self._keys.tenant(tenant_id), _member(created, session_id, nonce))
+            pipe.zrem(self._keys.tenant(tenant_id), index_member(created, session_id, nonce))
             pipe.zrem(self._keys.expiry, entry)
             pipe.zrem(self._keys.idempotency, entry)
             await pipe.execute()
@@ -579,7 +436,7 @@ class RedisStore:
         for start in range(0, len(members), 500):
             chunk = members[start : start + 500]
             for member, rec in zip(chunk, await self._metas(tenant_id, chunk), strict=True):
-                _, sid, nonce = _parse_member(member)
+                _, sid, nonce = parse_member(member)
                 if not rec or rec.get("nonce") != nonce:
                     continue
                 session = self._session(rec, tenant_id, sid)
@@ -614,7 +471,7 @@ class RedisStore:
             )
             status = str(reply[0])
             if status == "integrity":
-                raise _integrity("a session record")
+                raise integrity("a session record")
             if status == "deleted":
                 purged += 1
                 await self._forget(tenant_id, session_id, nonce, int(reply[1]))
@@ -647,7 +504,7 @@ class RedisStore:
             )
             status = str(reply[0])
             if status == "integrity":
-                raise _integrity("a session record")
+                raise integrity("a session record")
             if status == "stale":
                 await self._best_effort(
                     "idempotency index", partial(self._client.zrem, self._keys.idempotency, entry)
@@ -686,7 +543,7 @@ class RedisStore:
             fingerprint(branch, encoded) if key else "",
             str(now_us - self._idem_ttl_us),
             self._grace_ms,
-            _US.join((tenant_id, session_id, branch, str(now_us))),
+            FIELD_SEP.join((tenant_id, session_id, branch, str(now_us))),
             str(len(encoded)),
         ]
         for item in encoded:
@@ -709,7 +566,7 @@ class RedisStore:
         if status == "replay":
             owner, first, last, nonce = str(reply[1]), int(reply[2]), int(reply[3]), reply[4]
             replayed = [
-                self._event(
+                event_from(
                     raw,
                     tenant_id=tenant_id,
                     session_id=session_id,
@@ -752,9 +609,9 @@ class RedisStore:
     ) -> tuple[Session, str, dict[str, Branch]]:
         keys = self._keys.session(tenant_id, session_id)
         reply = await self._run("SNAPSHOT", keys[:3], [], retry=True)
-        meta = _pairs(reply[0])
+        meta = pairs(reply[0])
         session = self._live(meta, tenant_id, session_id)
-        return session, meta["nonce"], self._branches(_pairs(reply[1]), _pairs(reply[2]))
+        return session, meta["nonce"], branches_from(pairs(reply[1]), pairs(reply[2]))
 
     async def read(
         self,
@@ -799,7 +656,7 @@ class RedisStore:
             await self._io(lambda: self._client.hmget(events_key, fields), retry=True),
         )
         return [
-            self._event(
+            event_from(
                 raw,
                 tenant_id=tenant_id,
                 session_id=session_id,
@@ -873,12 +730,12 @@ class RedisStore:
         self._ids(tenant_id, session_id)
         keys = self._keys.session(tenant_id, session_id)
         reply = await self._run("SNAPSHOT", [keys[0], keys[6]], [], retry=True)
-        meta, state = _pairs(reply[0]), _pairs(reply[1])
+        meta, state = pairs(reply[0]), pairs(reply[1])
         self._live(meta, tenant_id, session_id)
         if not state:
             return StateDoc(version=0, data={})
         if state.get("tenant") != tenant_id or state.get("session") != session_id:
-            raise _integrity("a state document")
+            raise integrity("a state document")
         if state.get("nonce") != meta["nonce"]:
             return StateDoc(version=0, data={})
         return StateDoc(
@@ -922,80 +779,6 @@ class RedisStore:
         await self._client.aclose()
 
 
-# -- opening ------------------------------------------------------------------------------
-
-_OUR_PARAMS = ("prefix", "ttl_grace", "window", "lease")
-
-
-def _split_url(url: str) -> tuple[str, bool, dict[str, str]]:
-    """The URL for redis-py, whether it names a cluster, and our own query parameters."""
-    parts = urlsplit(url)
-    scheme = parts.scheme.lower()
-    if scheme not in ("redis", "rediss", "redis+cluster", "rediss+cluster"):
-        raise ValidationError(f"not a redis URL: {redact(url)!r}")
-    query = parse_qsl(parts.query, keep_blank_values=True)
-    ours = {k: v for k, v in query if k in _OUR_PARAMS}
-    rest = [(k, v) for k, v in query if k not in _OUR_PARAMS]
-    driver = "rediss" if scheme.startswith("rediss") else "redis"
-    return (
-        urlunsplit(parts._replace(scheme=driver, query=urlencode(rest))),
-        scheme.endswith("+cluster"),
-        ours,
-    )
-
-
-def connect_client(
-    url: str, *, socket_timeout: float = 30.0, connect_timeout: float = 5.0
-) -> tuple[RedisClient, dict[str, str]]:
-    """A redis-py client for ``url`` (no connection yet) and chatstate's URL parameters.
-
-    Commands are never retried by the driver: a retry after a lost reply could run a
-    write twice. Socket time-outs keep a dead server from hanging a caller.
-    """
-    driver_url, cluster, ours = _split_url(url)
-    options: dict[str, Any] = {
-        "decode_responses": True,
-        "retry": Retry(NoBackoff(), 0),
-        "socket_connect_timeout": connect_timeout,
-        "socket_timeout": socket_timeout,
-    }
-    client: RedisClient
-    if cluster:
-        client = RedisCluster.from_url(driver_url, **options)
-    else:
-        client = aioredis.Redis.from_url(driver_url, **options)
-    return client, ours
-
-
-async def _config_get(client: RedisClient, name: str) -> str | None:
-    """One server setting; on a cluster, the weakest answer of the primaries."""
-    try:
-        if isinstance(client, RedisCluster):
-            values = []
-            for node in client.get_primaries():
-                got = await client.config_get(name, target_nodes=node)
-                values.append(cast(dict[str, str], got).get(name))
-            if name == "appendonly" and "no" in values:
-                return "no"
-            if name == "appendfsync":
-                for weakest in ("no", "everysec", "always"):
-                    if weakest in values:
-                        return weakest
-            return values[0] if values else None
-        got = await client.config_get(name)
-        return cast(dict[str, str], got).get(name)
-    except ResponseError:  # CONFIG is renamed or forbidden (managed services)
-        return None
-
-
-async def read_persistence(client: RedisClient) -> tuple[bool, str]:
-    """``(durable, loss window)`` from the server's ``appendonly``/``appendfsync``."""
-    appendonly = await _config_get(client, "appendonly")
-    fsync = await _config_get(client, "appendfsync") if appendonly is not None else None
-    save = await _config_get(client, "save") if appendonly is not None else None
-    return describe_persistence(appendonly, fsync, save)
-
-
 async def open_redis_url(url: str, config: StoreConfig) -> RedisStore:
     """``redis://[user:pass@]host:port/db``, ``rediss://...`` (TLS) or
     ``redis+cluster://host:port`` (any node of the cluster as the seed).
@@ -1008,7 +791,7 @@ async def open_redis_url(url: str, config: StoreConfig) -> RedisStore:
     try:
         await client.ping()
         durable, window = await read_persistence(client)
-    except (RedisError, OSError) as exc:
+    except (RedisError, OSError, *TRANSPORT_RACES) as exc:
         await client.aclose()
         raise BackendUnavailable(f"cannot reach redis at {redact(url)}: {exc}") from exc
     if durable:

@@ -37,7 +37,7 @@ from typing import Any, cast
 
 from redis.commands.core import AsyncScript
 from redis.exceptions import ConnectionError as RedisConnectionError
-from redis.exceptions import RedisError, ResponseError
+from redis.exceptions import RedisError
 
 from chatstate.errors import ChatstateError, SessionNotFound
 from chatstate.model import (
@@ -53,9 +53,9 @@ from chatstate.model import (
     StateDoc,
 )
 from chatstate.store import _redis_scripts as lua
+from chatstate.store._redis_conn import TRANSPORT_RACES, RedisClient, connect_client
 from chatstate.store.codec import decode_event, dumps, encode_appends, loads
 from chatstate.store.protocol import Order, Store
-from chatstate.store.redis import RedisClient, connect_client
 from chatstate.store.rules import (
     StoreConfig,
     check_id,
@@ -174,7 +174,7 @@ class TieredStore:
         """
         try:
             await call()
-        except (RedisError, OSError, ChatstateError) as exc:
+        except (RedisError, OSError, ChatstateError, *TRANSPORT_RACES) as exc:
             self._trip(exc)
             if _refused(exc) and not self._persists:
                 return
@@ -290,7 +290,7 @@ class TieredStore:
         args: list[str | int] = [tenant_id, session_id, branch, after_seq, before, limit, order]
         try:
             reply = await self._run("TIER_GET", key, [*args, self._lease_ms])
-        except (RedisError, OSError) as exc:
+        except (RedisError, OSError, *TRANSPORT_RACES) as exc:
             self._trip(exc)
             return None
         if reply[0] == "hit":
@@ -358,7 +358,7 @@ class TieredStore:
             return window  # an event the codec refuses today: serve it, do not cache it
         try:
             await self._run("TIER_FILL", self._key(tenant_id, session_id), args)
-        except (RedisError, OSError) as exc:
+        except (RedisError, OSError, *TRANSPORT_RACES) as exc:
             self._trip(exc)
         return window
 
@@ -538,7 +538,7 @@ async def _cache_persists(client: RedisClient) -> bool:
         for name in ("appendonly", "save"):
             got = cast(dict[str, str], await client.config_get(name))
             settings[name] = got.get(name, "")
-    except (RedisError, OSError, ResponseError):
+    except (RedisError, OSError, *TRANSPORT_RACES):
         return True
     return settings["appendonly"] == "yes" or bool(settings["save"])
 
