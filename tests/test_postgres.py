@@ -412,6 +412,8 @@ async def test_row_level_security_keeps_tenants_apart_on_one_connection(schema: 
     await _grant_app_role(schema)
     with pytest.raises(ValidationError, match=r"does not own|SUPERUSER"):
         await PostgresStore.open(server_url(), schema=schema, row_level_security=True)
+    with pytest.raises(ValidationError, match="open with row_level_security=True"):
+        await PostgresStore.open(_as_app(), schema=schema)  # would see no sessions at all
     store = await PostgresStore.open(
         _as_app(), schema=schema, row_level_security=True, min_size=1, max_size=1
     )

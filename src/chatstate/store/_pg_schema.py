@@ -84,11 +84,22 @@ WHERE c.oid IN ('sessions'::regclass, 'branches'::regclass, 'events'::regclass,
 """
 
 
-async def check_row_level_security(conn: Conn) -> None:
-    """Refuse to run "under row-level security" when the policies would not apply."""
+async def check_row_level_security(conn: Conn, *, wanted: bool) -> None:
+    """Refuse a role the policies would treat otherwise than the caller asked.
+
+    With ``wanted``, the policies must apply (not an owner, superuser or BYPASSRLS role).
+    Without it, they must not: a role they apply to would find every session missing.
+    """
     cur = await conn.execute(_RLS_PROBE.encode())
     row = await cur.fetchone()
     owns, enabled, bypasses = (bool(v) for v in (row or (True, False, True)))
+    if not wanted:
+        if enabled and not owns and not bypasses:
+            raise ValidationError(
+                "this role does not own chatstate's tables, so their row-level security "
+                "policies apply to it: open with row_level_security=True"
+            )
+        return
     if bypasses:
         raise ValidationError(
             "row_level_security=True needs a role without SUPERUSER or BYPASSRLS; "

@@ -93,8 +93,7 @@ class PostgresStore(LogMethods):
 
             async def setup(conn: Conn, _attempt: Attempt) -> None:
                 await prepare_schema(conn, migrate=migrate, fix=fix)
-                if row_level_security:
-                    await check_row_level_security(conn)
+                await check_row_level_security(conn, wanted=row_level_security)
 
             await runner.run(setup)
         except BaseException:
