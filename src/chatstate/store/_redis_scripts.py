@@ -320,7 +320,7 @@ if lo > hi then return {'hit', rec[2], '1', '0', {}} end
 local limit = tonumber(ARGV[6])
 local first, last = lo, math.min(hi, lo + limit - 1)
 if ARGV[7] == 'desc' then first, last = math.max(lo, hi - limit + 1), hi end
-if first < low then return miss end
+if first < low then return {'short'} end  -- valid, but the page reaches below it
 local fields = {}
 for q = first, last do fields[#fields + 1] = 'e:' .. b .. ':' .. q end
 local events = redis.call('HMGET', KEYS[1], unpack(fields))

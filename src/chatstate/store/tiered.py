@@ -169,21 +169,27 @@ class TieredStore:
     async def _tell(self, call: Callable[[], Awaitable[object]], done_at: float) -> None:
         """Tell the cache about a write that the system of record has committed.
 
-        If that fails, wait until no window that could lack the write is served anymore,
-        unless the cache server is down and comes back empty.
+        One retry on a fresh connection tells a dropped connection from a server that is
+        down. If both fail, wait until no window that could lack the write is served any
+        more, unless the server refused the connection (it is down) and keeps nothing
+        across restarts. The scripts are safe to run twice.
         """
-        try:
-            await call()
-        except (RedisError, OSError, ChatstateError, *TRANSPORT_RACES) as exc:
-            self._trip(exc)
-            if _refused(exc) and not self._persists:
-                return
-            wait = self._lease - (time.monotonic() - done_at)
-            if wait > 0:
-                log.warning("cache not updated; waiting %.1f s for its lease to run out", wait)
-                await asyncio.sleep(wait)
-        else:
+        failure: BaseException = RuntimeError("not run")
+        for _ in range(2):
+            try:
+                await call()
+            except (RedisError, OSError, ChatstateError, *TRANSPORT_RACES) as exc:
+                failure = exc
+                continue
             self._down_until = 0.0
+            return
+        self._trip(failure)
+        if _refused(failure) and not self._persists:
+            return
+        wait = self._lease - (time.monotonic() - done_at)
+        if wait > 0:
+            log.warning("cache not updated; waiting %.1f s for its lease to run out", wait)
+            await asyncio.sleep(wait)
 
     async def _invalidate(self, tenant_id: str, session_id: str, done_at: float) -> None:
         key = self._key(tenant_id, session_id)
@@ -307,8 +313,8 @@ class TieredStore:
             if order == "desc":
                 events.reverse()
             return events
-        if before_seq is not None:
-            return None  # a read of older history: not worth a fill
+        if reply[0] == "short" or before_seq is not None:
+            return None  # older history than the window holds: the store answers
         window = await self._fill(tenant_id, session_id, branch, str(reply[1]), int(reply[2]))
         if window is None:
             return None
