@@ -13,8 +13,14 @@ import redis.asyncio as aioredis
 from redis.asyncio.cluster import RedisCluster
 from redis.asyncio.retry import Retry
 from redis.backoff import NoBackoff
+from redis.exceptions import (
+    BusyLoadingError,
+    ClusterDownError,
+    RedisError,
+    ResponseError,
+    TryAgainError,
+)
 from redis.exceptions import ConnectionError as RedisConnectionError
-from redis.exceptions import RedisError, ResponseError
 from redis.exceptions import TimeoutError as RedisTimeoutError
 
 from chatstate.errors import BackendUnavailable, ValidationError
@@ -39,28 +45,41 @@ TRANSPORT_RACES = (AttributeError, TypeError)
 connection is closed under a write (redis/redis-py#4287); caught only around driver calls."""
 
 
+_NOT_RUN = (BusyLoadingError, TryAgainError, ClusterDownError)
+"""Answers that mean the server did not run the command: safe to retry, writes included."""
+
+
+def _not_run(exc: BaseException) -> bool:
+    if isinstance(exc, _NOT_RUN):
+        return True
+    return isinstance(exc, ResponseError) and str(exc).startswith(
+        ("LOADING", "TRYAGAIN", "CLUSTERDOWN")
+    )
+
+
 async def call_redis(call: Callable[[], Awaitable[T]], *, retry: bool = False) -> T:
     """Run one Redis call; every driver error leaves as :class:`BackendUnavailable`.
 
-    Reads may retry once (a pooled connection can be stale after a server restart);
-    writes never do, since a lost reply can hide a write that happened.
+    A command the server refused to run (loading its data, a slot in migration, the
+    cluster down) is retried for up to about a second. After a connection error, reads
+    (``retry=True``) try once more, since a pooled connection can be stale after a server
+    restart; writes never do, since a lost reply can hide a write that happened.
     """
-    for attempt in (1, 2):
+    delay = 0.05
+    for attempt in range(1, 6):
         try:
             return await call()
-        except (RedisConnectionError, RedisTimeoutError) as exc:
-            if retry and attempt == 1:
-                await asyncio.sleep(0.05)
-                continue
-            raise BackendUnavailable(f"redis is unreachable: {exc}") from exc
-        except ResponseError as exc:
-            busy = str(exc).startswith(("LOADING", "CLUSTERDOWN", "TRYAGAIN"))
-            if busy and retry and attempt == 1:
-                await asyncio.sleep(0.1)
-                continue
-            raise BackendUnavailable(f"redis refused the command: {exc}") from exc
         except RedisError as exc:
-            raise BackendUnavailable(f"redis error: {exc}") from exc
+            if _not_run(exc) and attempt < 5:
+                await asyncio.sleep(delay)
+                delay *= 2
+                continue
+            if isinstance(exc, RedisConnectionError | RedisTimeoutError) and not _not_run(exc):
+                if retry and attempt == 1:
+                    await asyncio.sleep(0.05)
+                    continue
+                raise BackendUnavailable(f"redis is unreachable: {exc}") from exc
+            raise BackendUnavailable(f"redis refused the command: {exc}") from exc
         except TRANSPORT_RACES as exc:
             raise BackendUnavailable(f"redis connection closed: {exc!r}") from exc
     raise AssertionError("unreachable")  # pragma: no cover
