@@ -1,6 +1,7 @@
 """The context engine: reads what one turn needs from the store and assembles it.
 
-Per turn it reads a bounded window (the newest ``tail_limit`` events, the state document,
+Per turn it reads a bounded window (the newest events back to the newest summary, at most
+about twice the budget's worth or ``tail_limit`` events, the state document,
 the few retrieved turns), never the whole history, so its cost follows the window and
 not the conversation. The decisions are made by the pure :func:`assemble`.
 
@@ -45,6 +46,8 @@ log = logging.getLogger(__name__)
 
 Message = dict[str, JSONValue]
 _Key = tuple[str, str, str]
+_PAGE = 64
+"""Events per backward page: small enough for the store's inline read path."""
 _CHAT_KINDS = frozenset({"message", "tool_call", "tool_result"})
 _K = TypeVar("_K")
 _V = TypeVar("_V")
@@ -174,11 +177,10 @@ class ContextEngine:
         info = model_info(model)
         budget = info.window - info.max_output if budget is None else budget
         key = (tenant_id, session_id, branch)
-        events = await self.store.read_last(
-            tenant_id=tenant_id, session_id=session_id, branch=branch, n=self._tail_limit
-        )
-        summary, uncovered = await self._find_summary(key, events)
+        events, summary = await self._read_window(key, budget)
+        first = events[0].seq if events else 1
         covered = summary.to_seq if summary is not None else 0
+        uncovered = first if first > covered + 1 else None
         tail = [e for e in events if e.seq > covered]
         if system is None and events:
             system, tail = await self._system_prompt(key, events, tail)
@@ -213,25 +215,36 @@ class ContextEngine:
         scheduled = self._maybe_compact(key, summary, tail, out, count)
         return BuiltContext(out.messages, out.manifest, scheduled)
 
-    async def _find_summary(
-        self, key: _Key, events: list[Event]
-    ) -> tuple[SummaryInput | None, int | None]:
-        """The newest summary and, when the window does not reach it, where it stops."""
-        found = _newest_summary(events)
-        first = events[0].seq if events else 1
-        if found is None and first > 1:
-            older = await self.store.read(
+    async def _read_window(self, key: _Key, budget: int) -> tuple[list[Event], SummaryInput | None]:
+        """The newest events, read backwards in small pages, down to the newest summary's
+        ``to_seq`` or until they hold twice the budget (older ones could not be sent
+        anyway) or ``tail_limit`` events. Returns them oldest first, and the summary."""
+        events: list[Event] = []
+        summary: SummaryInput | None = None
+        tokens = 0
+        before: int | None = None
+        while len(events) < self._tail_limit:
+            page = await self.store.read(
                 tenant_id=key[0],
                 session_id=key[1],
                 branch=key[2],
-                before_seq=first,
-                limit=1000,
+                before_seq=before,
+                limit=min(_PAGE, self._tail_limit - len(events)),
                 order="desc",
             )
-            found = _newest_summary(list(reversed(older)))
-        covered = found.to_seq if found is not None else 0
-        uncovered = first if first > covered + 1 else None
-        return found, uncovered
+            for event in page:
+                if summary is not None and event.seq <= summary.to_seq:
+                    events.reverse()
+                    return events, summary
+                events.append(event)
+                if summary is None and event.kind == "summary":
+                    summary = _summary_of(event)
+                tokens += event.token_count or len(event_text(event)) // 3
+            if len(page) < _PAGE or (summary is None and tokens > 2 * budget):
+                break
+            before = page[-1].seq
+        events.reverse()
+        return events, summary
 
     async def _system_prompt(
         self, key: _Key, events: list[Event], tail: list[Event]
@@ -406,14 +419,11 @@ class ContextEngine:
         await self.drain()
 
 
-def _newest_summary(events: list[Event]) -> SummaryInput | None:
-    for event in reversed(events):
-        if event.kind != "summary":
-            continue
-        data = event.data
-        lo, hi, text = data.get("from_seq"), data.get("to_seq"), data.get("text")
-        if isinstance(lo, int) and isinstance(hi, int) and isinstance(text, str):
-            return SummaryInput(seq=event.seq, from_seq=lo, to_seq=hi, text=text)
+def _summary_of(event: Event) -> SummaryInput | None:
+    data = event.data
+    lo, hi, text = data.get("from_seq"), data.get("to_seq"), data.get("text")
+    if isinstance(lo, int) and isinstance(hi, int) and isinstance(text, str) and hi < event.seq:
+        return SummaryInput(seq=event.seq, from_seq=lo, to_seq=hi, text=text)
     return None
 
 
