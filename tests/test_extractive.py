@@ -247,3 +247,45 @@ def test_fact_lines_and_fact_tokens() -> None:
         "https://x.io/a?b=1",
         "ORD-77",
     ]
+
+
+def _long_fact_rounds(rounds: int) -> list[list[Event]]:
+    rng = random.Random(11)
+    out = []
+    for r in range(rounds):
+        pairs: list[tuple[Role, str]] = []
+        for i in range(5):
+            before = " ".join(rng.choices(_FILLER_WORDS, k=12))
+            after = " ".join(rng.choices(_FILLER_WORDS, k=12))
+            pairs.append(
+                ("user", f"So {before} and my code {r}-{i} is {1000 + 10 * r + i} {after}.")
+            )
+        out.append(_events(pairs, start=r * 5 + 1))
+    return out
+
+
+async def test_a_steady_stream_of_facts_is_compressed_not_lost() -> None:
+    summariser = ExtractiveSummariser()
+    summary: str | None = None
+    for events in _long_fact_rounds(10):
+        summary = await summariser.summarise(previous=summary, events=events, max_tokens=300)
+    assert summary is not None
+    assert all(f"{1000 + 10 * r + i}" in summary for r in range(10) for i in range(5))
+    lines = summary.splitlines()
+    assert len(lines) == 50
+    # long lines were cut to the words around the fact, not kept whole
+    assert all(line.startswith("user: ... ") for line in lines[:40])
+    assert max(len(line.split()) for line in lines[:40]) <= 16  # from about 30
+
+
+async def test_drop_oldest_bounds_the_summary(caplog: pytest.LogCaptureFixture) -> None:
+    summariser = ExtractiveSummariser(overflow="drop_oldest")
+    summary: str | None = None
+    with caplog.at_level(logging.WARNING, logger="chatstate.context.extractive"):
+        for events in _long_fact_rounds(10):
+            summary = await summariser.summarise(previous=summary, events=events, max_tokens=300)
+            assert estimate_tokens(summary) <= 300
+    assert summary is not None
+    assert "1094" in summary  # the newest fact
+    assert "1000" not in summary  # the oldest went first
+    assert "dropped the" in caplog.text

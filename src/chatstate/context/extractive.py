@@ -15,10 +15,12 @@ a list of lines ``speaker: sentence``, oldest first, in three tiers:
 
 A fold keeps the previous summary's lines (re-tiered by the same rules, so a line from any
 summariser counts as a fact if it carries one), adds the new events' lines, drops exact
-duplicates (case, spacing and punctuation aside), then, while over ``max_tokens``, drops
-filler and then topic lines, oldest assistant lines before user lines. When the fact
-lines alone exceed ``max_tokens`` they are all kept, over budget, and a warning is
-logged: losing a fact silently is the failure this exists to prevent.
+duplicates (case, spacing and punctuation aside), then, while over ``max_tokens``: drops
+filler and then topic lines, oldest assistant lines before user lines; then cuts long
+fact lines, oldest first, to the words around their facts (``... order 48213 was ...``).
+When the fact lines alone still exceed ``max_tokens`` they are all kept, over budget,
+with a warning logged (losing a fact silently is the failure this exists to prevent),
+unless ``overflow="drop_oldest"`` asks for a hard bound.
 
 Read as sources: user and assistant messages (fenced code blocks skipped). System,
 developer and tool messages, tool calls and payload events are not summarised. Pure and
@@ -31,6 +33,7 @@ import logging
 import re
 from collections.abc import Callable, Iterable, Sequence
 from dataclasses import dataclass
+from typing import Literal
 
 from chatstate.context.text import event_text
 from chatstate.model import Event
@@ -86,6 +89,7 @@ _ABBREVIATIONS = frozenset(
     ("mr.", "mrs.", "ms.", "dr.", "st.", "jr.", "sr.", "vs.", "no.", "e.g.", "i.e.")
 )
 _KEY_NOISE = re.compile(r"[\W_]+")
+_WORD = re.compile(r"\S+")
 
 
 def estimate_tokens(text: str) -> int:
@@ -135,7 +139,10 @@ class ExtractiveSummariser:
     """Folds summaries by keeping fact sentences verbatim; see the module docstring.
 
     ``count_tokens`` measures a line (pass the engine's tokenizer for exact budgets);
-    ``max_sentence_chars`` clips long sentences to a window around their first fact.
+    ``max_sentence_chars`` clips long sentences to a window around their first fact;
+    ``overflow`` decides what happens when the fact lines alone exceed ``max_tokens``:
+    ``"keep"`` them all (over budget, logged), or ``"drop_oldest"`` fact lines until the
+    summary fits (logged; the dropped turns stay in the log, reachable by retrieval).
     """
 
     def __init__(
@@ -143,11 +150,13 @@ class ExtractiveSummariser:
         *,
         count_tokens: Callable[[str], int] | None = None,
         max_sentence_chars: int = 400,
+        overflow: Literal["keep", "drop_oldest"] = "keep",
     ) -> None:
         if max_sentence_chars < 40:
             raise ValueError(f"max_sentence_chars must be >= 40, got {max_sentence_chars}")
         self._count = count_tokens or estimate_tokens
         self._max_chars = max_sentence_chars
+        self._overflow = overflow
 
     async def summarise(
         self, *, previous: str | None, events: Sequence[Event], max_tokens: int
@@ -203,8 +212,9 @@ class ExtractiveSummariser:
         total = sum(sizes)
         if total <= max_tokens:
             return lines
+        lines = list(lines)
         keep = [True] * len(lines)
-        # lowest value first: filler before topics; assistant before user; oldest first
+        # 1. lowest value first: filler before topics; assistant before user; oldest first
         order = sorted(
             (i for i, line in enumerate(lines) if line.tier != FACT),
             key=lambda i: (lines[i].tier, lines[i].user, i),
@@ -214,7 +224,31 @@ class ExtractiveSummariser:
                 break
             keep[index] = False
             total -= sizes[index]
-        if total > max_tokens:
+        # 2. long fact lines cut to the words around their facts, oldest first
+        for index, line in enumerate(lines):
+            if total <= max_tokens:
+                break
+            if keep[index] and (short := _compress(line.text)) != line.text:
+                lines[index] = _Line(short, line.tier, line.user)
+                size = self._count(short) + 1
+                total += size - sizes[index]
+                sizes[index] = size
+        # 3. the facts alone are over budget
+        if total > max_tokens and self._overflow == "drop_oldest":
+            dropped = 0
+            for index in range(len(lines)):
+                if total <= max_tokens:
+                    break
+                if keep[index]:
+                    keep[index] = False
+                    total -= sizes[index]
+                    dropped += 1
+            logger.warning(
+                "extractive summary over max_tokens=%d: dropped the %d oldest fact lines",
+                max_tokens,
+                dropped,
+            )
+        elif total > max_tokens:
             logger.warning(
                 "extractive summary: fact lines need about %d tokens, over max_tokens=%d; "
                 "keeping every fact",
@@ -222,6 +256,32 @@ class ExtractiveSummariser:
                 max_tokens,
             )
         return [line for line, kept in zip(lines, keep, strict=True) if kept]
+
+
+def _compress(text: str, *, radius: int = 4, min_words: int = 14) -> str:
+    """A long line cut to the words within ``radius`` of a fact, gaps shown as ``...``."""
+    speaker = _SPEAKER.match(text)
+    prefix = text[: speaker.end()] if speaker else ""
+    body = text[len(prefix) :]
+    words = [m.span() for m in _WORD.finditer(body)]
+    if len(words) < min_words:
+        return text
+    spans = [m.span() for pattern in _FACT_PATTERNS for m in pattern.finditer(body)]
+    hit = [any(s < end and e > start for s, e in spans) for start, end in words]
+    near = [any(hit[max(0, i - radius) : i + radius + 1]) for i in range(len(words))]
+    pieces: list[str] = []
+    run: list[str] = []
+    for (start, end), kept in zip(words, near, strict=True):
+        if kept:
+            run.append(body[start:end])
+        elif run:
+            pieces.append(" ".join(run))
+            run = []
+    if run:
+        pieces.append(" ".join(run))
+    short = " ... ".join(pieces)
+    short = ("" if near[0] else "... ") + short + ("" if near[-1] else " ...")
+    return prefix + short if len(short) < len(body) else text
 
 
 def _dedupe(lines: Iterable[_Line]) -> list[_Line]:
