@@ -20,21 +20,14 @@ Durability (``synchronous``, WAL mode):
 
 from __future__ import annotations
 
-import asyncio
 import logging
-import sqlite3
-import threading
-from collections.abc import Callable, Mapping, Sequence
-from concurrent.futures import ThreadPoolExecutor
+from collections.abc import Mapping, Sequence
 from pathlib import Path
-from typing import Literal, ParamSpec, TypeVar
 from urllib.parse import parse_qs, urlsplit
 
 from chatstate.errors import (
     AlreadyExists,
-    BackendUnavailable,
     BranchNotFound,
-    ChatstateError,
     IdempotencyMismatch,
     SeqConflict,
     SessionNotFound,
@@ -45,13 +38,21 @@ from chatstate.model import (
     DEFAULT_BRANCH,
     AppendResult,
     Branch,
-    Capabilities,
     Event,
     JSONValue,
     NewEvent,
     Page,
     Session,
     StateDoc,
+)
+from chatstate.store._sqlite_core import (
+    SEQ_BITS,
+    SESSION_COLS,
+    SQLiteCore,
+    Synchronous,
+    event_id,
+    json_obj,
+    session_from_row,
 )
 from chatstate.store.codec import (
     decode_cursor,
@@ -61,10 +62,7 @@ from chatstate.store.codec import (
     encode_cursor,
     encode_state,
     fingerprint,
-    loads,
 )
-from chatstate.store.lineage import clip_segments, lineage
-from chatstate.store.migrations import load_migrations, plan
 from chatstate.store.protocol import Order
 from chatstate.store.rules import (
     StoreConfig,
@@ -76,7 +74,6 @@ from chatstate.store.rules import (
     check_order,
     check_seq,
     check_ttl,
-    ensure_live,
     expiry_after,
     from_us,
     new_session_id,
@@ -87,49 +84,9 @@ __all__ = ["SQLiteStore", "Synchronous", "open_sqlite_url"]
 
 log = logging.getLogger(__name__)
 
-Synchronous = Literal["normal", "full"]
-P = ParamSpec("P")
-R = TypeVar("R")
 
-_SEQ_BITS = 32
-INLINE_READ_LIMIT = 64
-"""Reads of at most this many events run on the caller's thread (see ``_read_inline``)."""
-_SESSION_COLS = (
-    "sid, tenant_id, session_id, user_id, metadata, created_us, updated_us, ttl_seconds, "
-    "expires_us, default_branch"
-)
-
-
-_READ = "SELECT id, created_us, token_count, idempotency_key, body FROM events "
-_READ_ASC = _READ + "WHERE id BETWEEN ? AND ? ORDER BY id ASC LIMIT ?"
-_READ_DESC = _READ + "WHERE id BETWEEN ? AND ? ORDER BY id DESC LIMIT ?"
-
-
-def _event_id(bid: int, seq: int) -> int:
-    return (bid << _SEQ_BITS) | seq
-
-
-class SQLiteStore:
+class SQLiteStore(SQLiteCore):
     """A :class:`~chatstate.store.protocol.Store` in one SQLite file. Use :meth:`open`."""
-
-    def __init__(
-        self,
-        path: str | Path,
-        *,
-        config: StoreConfig | None = None,
-        synchronous: Synchronous = "normal",
-        busy_timeout_ms: int = 5000,
-    ) -> None:
-        if synchronous not in ("normal", "full"):
-            raise ValidationError("synchronous must be 'normal' or 'full'")
-        self._path = str(path)
-        self._config = config or StoreConfig()
-        self._synchronous = synchronous
-        self._busy_timeout_ms = busy_timeout_ms
-        self._executor = ThreadPoolExecutor(max_workers=1, thread_name_prefix="chatstate-sqlite")
-        self._conn: sqlite3.Connection | None = None
-        self._reader: sqlite3.Connection | None = None
-        self._reader_lock = threading.Lock()
 
     @classmethod
     async def open(
@@ -152,195 +109,6 @@ class SQLiteStore:
             await store.close()
             raise
         return store
-
-    @property
-    def capabilities(self) -> Capabilities:
-        return Capabilities(durable=True, shared=True)
-
-    @property
-    def path(self) -> str:
-        return self._path
-
-    # -- plumbing -----------------------------------------------------------------------
-
-    async def _call(self, fn: Callable[P, R], *args: P.args, **kwargs: P.kwargs) -> R:
-        loop = asyncio.get_running_loop()
-        return await loop.run_in_executor(self._executor, lambda: self._guard(fn, args, kwargs))
-
-    def _guard(
-        self, fn: Callable[..., R], args: tuple[object, ...], kwargs: dict[str, object]
-    ) -> R:
-        try:
-            return fn(*args, **kwargs)
-        except sqlite3.Error as exc:
-            if self._conn is not None and self._conn.in_transaction:
-                self._conn.rollback()
-            raise _translate(exc) from exc
-        except BaseException:
-            if self._conn is not None and self._conn.in_transaction:
-                self._conn.rollback()
-            raise
-
-    def _connect(self, migrate: bool) -> None:
-        conn = sqlite3.connect(self._path, isolation_level=None, check_same_thread=False, timeout=0)
-        self._conn = conn
-        conn.execute(f"PRAGMA busy_timeout = {int(self._busy_timeout_ms)}")
-        mode = conn.execute("PRAGMA journal_mode = WAL").fetchone()[0]
-        if mode.lower() != "wal" and self._path != ":memory:":
-            log.warning("SQLite could not enable WAL (journal_mode=%s)", mode)
-        conn.execute(f"PRAGMA synchronous = {self._synchronous.upper()}")
-        conn.execute("PRAGMA foreign_keys = OFF")
-        self._migrate(migrate)
-        if self._path != ":memory:" and mode.lower() == "wal":
-            reader = sqlite3.connect(
-                self._path, isolation_level=None, check_same_thread=False, timeout=0
-            )
-            reader.execute("PRAGMA busy_timeout = 0")
-            reader.execute("PRAGMA query_only = 1")
-            self._reader = reader
-
-    @property
-    def _db(self) -> sqlite3.Connection:
-        if self._conn is None:
-            raise BackendUnavailable("the SQLite store is closed")
-        return self._conn
-
-    def _migrate(self, migrate: bool) -> None:
-        db = self._db
-        db.execute("BEGIN IMMEDIATE")
-        try:
-            tables = {r[0] for r in db.execute("SELECT name FROM sqlite_master WHERE type='table'")}
-            current = 0
-            if "schema_migrations" in tables:
-                current = db.execute(
-                    "SELECT COALESCE(MAX(version), 0) FROM schema_migrations"
-                ).fetchone()[0]
-            pending = plan(
-                current,
-                load_migrations("sqlite"),
-                empty=not tables,
-                migrate=migrate,
-                fix=f"chatstate migrate --database-url sqlite:///{self._path}",
-            )
-            if "schema_migrations" not in tables:
-                db.execute(
-                    "CREATE TABLE schema_migrations (version INTEGER PRIMARY KEY, "
-                    "name TEXT NOT NULL, applied_us INTEGER NOT NULL)"
-                )
-            for migration in pending:
-                for statement in _statements(migration.sql):
-                    db.execute(statement)
-                db.execute(
-                    "INSERT INTO schema_migrations VALUES (?, ?, ?)",
-                    (migration.version, migration.name, to_us(self._config.clock())),
-                )
-                log.info("applied SQLite migration %04d_%s", migration.version, migration.name)
-            db.execute("COMMIT")
-        except BaseException:
-            db.execute("ROLLBACK")
-            raise
-
-    async def schema_version(self) -> int:
-        return await self._call(
-            lambda: int(
-                self._db.execute("SELECT MAX(version) FROM schema_migrations").fetchone()[0]
-            )
-        )
-
-    async def close(self) -> None:
-        if self._reader is not None:
-            with self._reader_lock:
-                self._reader.close()
-                self._reader = None
-        if self._conn is not None:
-            conn, self._conn = self._conn, None
-            await asyncio.get_running_loop().run_in_executor(self._executor, conn.close)
-        self._executor.shutdown(wait=False)
-
-    # -- lookups (run in the worker thread) ---------------------------------------------
-
-    def _session_row(
-        self, tenant_id: str, session_id: str, db: sqlite3.Connection | None = None
-    ) -> tuple[int, Session]:
-        check_id(tenant_id, "tenant_id")
-        check_id(session_id, "session_id")
-        row = (
-            (db or self._db)
-            .execute(
-                f"SELECT {_SESSION_COLS} FROM sessions WHERE tenant_id = ? AND session_id = ?",  # noqa: S608
-                (tenant_id, session_id),
-            )
-            .fetchone()
-        )
-        if row is None:
-            raise SessionNotFound(f"session {session_id!r} not found")
-        session = _session(row)
-        ensure_live(session, self._config.clock())
-        return row[0], session
-
-    def _branches(
-        self, sid: int, db: sqlite3.Connection | None = None
-    ) -> dict[str, tuple[int, Branch]]:
-        rows = (
-            (db or self._db)
-            .execute(
-                "SELECT bid, name, head_seq, created_us, parent, fork_seq FROM branches "
-                "WHERE sid = ? ORDER BY bid",
-                (sid,),
-            )
-            .fetchall()
-        )
-        return {
-            r[1]: (
-                r[0],
-                Branch(
-                    name=r[1], head_seq=r[2], created_at=from_us(r[3]), parent=r[4], fork_seq=r[5]
-                ),
-            )
-            for r in rows
-        }
-
-    def _read_view(
-        self,
-        branches: Mapping[str, tuple[int, Branch]],
-        branch: str,
-        *,
-        after_seq: int,
-        before_seq: int | None,
-        limit: int,
-        order: Order,
-        db: sqlite3.Connection | None = None,
-    ) -> list[Event]:
-        infos = {name: info for name, (_, info) in branches.items()}
-        out: list[Event] = []
-        for seg in clip_segments(lineage(infos, branch), after_seq, before_seq, order):
-            bid, info = branches[seg.branch]
-            hi = info.head_seq if seg.hi is None else min(seg.hi, info.head_seq)
-            if hi < seg.lo:
-                continue
-            rows = (
-                (db or self._db)
-                .execute(
-                    _READ_ASC if order == "asc" else _READ_DESC,
-                    (_event_id(bid, seg.lo), _event_id(bid, hi), limit - len(out)),
-                )
-                .fetchall()
-            )
-            mask = (1 << _SEQ_BITS) - 1
-            out += [
-                decode_event(
-                    r[4],
-                    seq=r[0] & mask,
-                    branch=seg.branch,
-                    created_at=from_us(r[1]),
-                    token_count=r[2],
-                    idempotency_key=r[3],
-                )
-                for r in rows
-            ]
-            if len(out) >= limit:
-                break
-        return out
 
     # -- sessions -----------------------------------------------------------------------
 
@@ -401,7 +169,7 @@ class SQLiteStore:
             id=session_id,
             created_at=from_us(now_us),
             updated_at=from_us(now_us),
-            metadata=_json_obj(meta),
+            metadata=json_obj(meta),
             user_id=user_id,
             ttl_seconds=ttl,
             expires_at=expires,
@@ -449,12 +217,12 @@ class SQLiteStore:
             params += [created, sid]
         # Only fixed fragments are joined here; every value is a bound parameter.
         sql = (
-            f"SELECT {_SESSION_COLS} FROM sessions WHERE {' AND '.join(where)} "  # noqa: S608
+            f"SELECT {SESSION_COLS} FROM sessions WHERE {' AND '.join(where)} "  # noqa: S608
             "ORDER BY created_us DESC, session_id DESC LIMIT ?"
         )
         params.append(limit + 1)
         rows = await self._call(lambda: self._db.execute(sql, params).fetchall())
-        items = [_session(r) for r in rows[:limit]]
+        items = [session_from_row(r) for r in rows[:limit]]
         next_cursor = None
         if len(rows) > limit:
             next_cursor = encode_cursor(to_us(items[-1].created_at), items[-1].id)
@@ -484,7 +252,7 @@ class SQLiteStore:
         for (bid,) in db.execute("SELECT bid FROM branches WHERE sid = ?", (sid,)).fetchall():
             db.execute(
                 "DELETE FROM events WHERE id BETWEEN ? AND ?",
-                (_event_id(bid, 0), _event_id(bid, (1 << _SEQ_BITS) - 1)),
+                (event_id(bid, 0), event_id(bid, (1 << SEQ_BITS) - 1)),
             )
         for table in ("branches", "idempotency", "state", "sessions"):
             db.execute(f"DELETE FROM {table} WHERE sid = ?", (sid,))  # noqa: S608 - fixed names
@@ -615,7 +383,7 @@ class SQLiteStore:
             "INSERT INTO events (id, created_us, token_count, idempotency_key, body) "
             "VALUES (?, ?, ?, ?, ?)",
             [
-                (_event_id(bid, first + i), now_us, tc, key, body)
+                (event_id(bid, first + i), now_us, tc, key, body)
                 for i, (body, tc) in enumerate(rows)
             ],
         )
@@ -666,71 +434,6 @@ class SQLiteStore:
         if events is not None:
             return events
         return await self._call(self._read, *args)
-
-    def _read(
-        self,
-        tenant_id: str,
-        session_id: str,
-        branch: str,
-        after_seq: int,
-        before_seq: int | None,
-        limit: int,
-        order: Order,
-        db: sqlite3.Connection | None = None,
-    ) -> list[Event]:
-        conn = db or self._db
-        conn.execute("BEGIN")  # one snapshot for the branch table and the events
-        try:
-            sid, _ = self._session_row(tenant_id, session_id, conn)
-            branches = self._branches(sid, conn)
-            if branch not in branches:
-                raise BranchNotFound(f"branch {branch!r} not found")
-            return self._read_view(
-                branches,
-                branch,
-                after_seq=after_seq,
-                before_seq=before_seq,
-                limit=limit,
-                order=order,
-                db=conn,
-            )
-        finally:
-            conn.execute("COMMIT")
-
-    def _read_inline(
-        self,
-        tenant_id: str,
-        session_id: str,
-        branch: str,
-        after_seq: int,
-        before_seq: int | None,
-        limit: int,
-        order: Order,
-    ) -> list[Event] | None:
-        """A small read on the caller's thread, or ``None`` to use the worker thread.
-
-        WAL readers never wait for writers, so a read of a few dozen events costs less
-        than the hop to the worker thread. The reader connection has ``busy_timeout=0``:
-        if SQLite would make it wait (recovery, another thread using it), we give up at
-        once and the worker thread does the read instead.
-        """
-        reader = self._reader
-        if reader is None or limit > INLINE_READ_LIMIT or not self._reader_lock.acquire(False):
-            return None
-        try:
-            return self._read(
-                tenant_id, session_id, branch, after_seq, before_seq, limit, order, reader
-            )
-        except sqlite3.OperationalError as exc:
-            if reader.in_transaction:
-                reader.rollback()
-            if "locked" in str(exc) or "busy" in str(exc):
-                return None
-            raise _translate(exc) from exc
-        except sqlite3.Error as exc:
-            raise _translate(exc) from exc
-        finally:
-            self._reader_lock.release()
 
     async def read_last(
         self, *, tenant_id: str, session_id: str, branch: str = DEFAULT_BRANCH, n: int
@@ -807,7 +510,7 @@ class SQLiteStore:
             ).fetchone()
             if row is None:
                 return StateDoc(version=0, data={})
-            return StateDoc(version=row[0], data=_json_obj(row[1]), updated_at=from_us(row[2]))
+            return StateDoc(version=row[0], data=json_obj(row[1]), updated_at=from_us(row[2]))
 
         return await self._call(run)
 
@@ -838,46 +541,7 @@ class SQLiteStore:
             (sid, expected + 1, body, now_us),
         )
         db.execute("COMMIT")
-        return StateDoc(version=expected + 1, data=_json_obj(body), updated_at=from_us(now_us))
-
-
-def _session(row: tuple[object, ...]) -> Session:
-    _, tenant, sid, user, meta, created, updated, ttl, expires, default = row
-    return Session(
-        tenant_id=str(tenant),
-        id=str(sid),
-        created_at=from_us(int(created)),  # type: ignore[call-overload]
-        updated_at=from_us(int(updated)),  # type: ignore[call-overload]
-        metadata=_json_obj(str(meta)),
-        user_id=None if user is None else str(user),
-        ttl_seconds=None if ttl is None else float(ttl),  # type: ignore[arg-type]
-        expires_at=None if expires is None else from_us(int(expires)),  # type: ignore[call-overload]
-        default_branch=str(default),
-    )
-
-
-def _json_obj(text: str) -> dict[str, JSONValue]:
-    value = loads(text)
-    if not isinstance(value, dict):
-        raise ValidationError("stored document is not a JSON object")
-    return value
-
-
-def _statements(sql: str) -> list[str]:
-    """Split a migration file into statements (no semicolons inside our literals)."""
-    lines = [line for line in sql.splitlines() if not line.lstrip().startswith("--")]
-    return [s.strip() for s in "\n".join(lines).split(";") if s.strip()]
-
-
-def _translate(exc: sqlite3.Error) -> ChatstateError:
-    text = str(exc)
-    if isinstance(exc, sqlite3.OperationalError) and "locked" in text:
-        return BackendUnavailable(f"SQLite database is busy: {text}")
-    if "full" in text or "disk I/O" in text or "readonly" in text:
-        return BackendUnavailable(f"SQLite cannot write: {text}")
-    if isinstance(exc, sqlite3.IntegrityError):
-        return AlreadyExists(f"SQLite constraint: {text}")
-    return BackendUnavailable(f"SQLite error: {text}")
+        return StateDoc(version=expected + 1, data=json_obj(body), updated_at=from_us(now_us))
 
 
 async def open_sqlite_url(url: str, config: StoreConfig) -> SQLiteStore:
