@@ -455,3 +455,50 @@ async def test_expired_sessions_answer_410_until_purged(store: Any) -> None:
     assert await store.purge_expired() == 1
     with pytest.raises(SessionNotFound):
         await store.read(tenant_id=T, session_id="s")
+
+
+def test_the_test_kit_imports_without_redis_py(tmp_path: Path) -> None:
+    """chatstate.testing must import (and say why Redis is skipped) without redis-py."""
+    import subprocess
+    import sys
+
+    blocker = tmp_path / "sitecustomize.py"
+    blocker.write_text(
+        "import sys\n"
+        "class Block:\n"
+        "    def find_spec(self, name, path=None, target=None):\n"
+        "        if name == 'redis' or name.startswith('redis.'):\n"
+        "            raise ImportError('blocked for the test')\n"
+        "sys.meta_path.insert(0, Block())\n"
+    )
+    code = (
+        "from chatstate.testing.backends import REGISTRY\n"
+        "print(REGISTRY['redis'].unavailable())\n"
+        "print(REGISTRY['redis-cluster'].unavailable())\n"
+        "print(REGISTRY['tiered'].unavailable())\n"
+    )
+    done = subprocess.run(
+        [sys.executable, "-c", code],
+        env={"PYTHONPATH": str(tmp_path), "PATH": "/usr/bin:/bin"},
+        capture_output=True,
+        text=True,
+        timeout=60,
+        check=True,
+    )
+    lines = done.stdout.splitlines()
+    assert len(lines) == 3 and all("pip install 'chatstate[redis]'" in line for line in lines)
+
+
+async def test_open_store_picks_the_redis_backend() -> None:
+    require("redis")
+    from chatstate.store.redis import RedisStore
+    from chatstate.store.url import open_store
+    from chatstate.testing.backends_redis import drop_prefix
+
+    store = await open_store(f"{redis_url()}?prefix=cstopen")
+    try:
+        assert isinstance(store, RedisStore) and store.prefix == "cstopen"
+        await store.create_session(tenant_id=T, session_id="s")
+    finally:
+        await drop_prefix(store.client, "cstopen")  # type: ignore[attr-defined]
+        await store.close()

@@ -35,7 +35,7 @@ __all__ = [
     "read_persistence",
 ]
 
-RedisClient: TypeAlias = "aioredis.Redis | RedisCluster"
+RedisClient: TypeAlias = aioredis.Redis | RedisCluster
 """A redis-py asyncio client: one server, or a cluster."""
 
 T = TypeVar("T")
