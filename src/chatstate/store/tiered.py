@@ -37,7 +37,7 @@ from typing import Any, cast
 
 from redis.commands.core import AsyncScript
 from redis.exceptions import ConnectionError as RedisConnectionError
-from redis.exceptions import RedisError
+from redis.exceptions import RedisError, ResponseError
 
 from chatstate.errors import ChatstateError, SessionNotFound
 from chatstate.model import (
@@ -92,7 +92,8 @@ class TieredStore:
     ``store`` is the system of record; ``client`` a redis-py asyncio client created with
     ``decode_responses=True`` (see :func:`chatstate.store.redis.connect_client`).
     ``cache_persists`` says whether the cache server may come back after a restart with
-    old data (``None``: read it from the server at :func:`open_tiered`, else assume yes).
+    old data (``None``: not known yet; it is read from the server once it answers, and
+    counts as yes until then).
     """
 
     def __init__(
@@ -120,7 +121,7 @@ class TieredStore:
         self._lease_ms = str(int(lease_seconds * 1000))
         self._cache_ttl_ms = int(cache_ttl_seconds * 1000)
         self._keep_ms = str(int(max(60.0, 4 * lease_seconds) * 1000))
-        self._persists = True if cache_persists is None else cache_persists
+        self._persists = cache_persists
         self._owns_store = owns_store
         self._down_until = 0.0
         self._scripts: dict[str, AsyncScript] = {
@@ -184,7 +185,7 @@ class TieredStore:
             self._down_until = 0.0
             return
         self._trip(failure)
-        if _refused(failure) and not self._persists:
+        if _refused(failure) and self._persists is False:
             return
         wait = self._lease - (time.monotonic() - done_at)
         if wait > 0:
@@ -296,6 +297,8 @@ class TieredStore:
         args: list[str | int] = [tenant_id, session_id, branch, after_seq, before, limit, order]
         try:
             reply = await self._run("TIER_GET", key, [*args, self._lease_ms])
+            if self._persists is None:
+                self._persists = await _cache_persists(self._client)
         except (RedisError, OSError, *TRANSPORT_RACES) as exc:
             self._trip(exc)
             return None
@@ -537,15 +540,18 @@ class TieredStore:
                 await self._store.close()
 
 
-async def _cache_persists(client: RedisClient) -> bool:
-    """Whether the cache server keeps data across a restart (unknown counts as yes)."""
+async def _cache_persists(client: RedisClient) -> bool | None:
+    """Whether the cache server keeps data across a restart: ``None`` when it cannot be
+    reached (ask again later), ``True`` when it forbids ``CONFIG`` (assume the worst)."""
     try:
         settings: dict[str, str] = {}
         for name in ("appendonly", "save"):
             got = cast(dict[str, str], await client.config_get(name))
             settings[name] = got.get(name, "")
-    except (RedisError, OSError, *TRANSPORT_RACES):
+    except ResponseError:
         return True
+    except (RedisError, OSError, *TRANSPORT_RACES):
+        return None
     return settings["appendonly"] == "yes" or bool(settings["save"])
 
 
@@ -558,7 +564,9 @@ async def open_tiered(store: Store, cache_url: str, config: StoreConfig) -> Tier
     """
     client, ours = connect_client(cache_url, socket_timeout=0.5, connect_timeout=0.5)
     persists = await _cache_persists(client)
-    if persists:
+    if persists is None:
+        log.warning("redis cache at %s is not reachable yet; using the store", redact(cache_url))
+    elif persists:
         log.warning(
             "redis cache at %s keeps data across restarts (or its settings are unreadable); "
             "a write that cannot update it waits out the window lease before it returns",
