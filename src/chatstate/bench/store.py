@@ -13,12 +13,15 @@ from __future__ import annotations
 import argparse
 import asyncio
 import json
+import os
 import sqlite3
 import statistics
 import sys
 import tempfile
 import time
 from collections.abc import Awaitable, Callable
+from contextlib import AsyncExitStack
+from dataclasses import dataclass
 from pathlib import Path
 
 from chatstate.model import NewEvent
@@ -71,8 +74,10 @@ async def _fill(store: Store, session: str, upto: int, have: int) -> int:
     return have
 
 
-async def _bench_store(url: str, sizes: list[int], ops: int) -> dict[int, dict[str, list[float]]]:
-    store = await open_store(url)
+async def _bench_store(
+    url: str, cache_url: str | None, sizes: list[int], ops: int
+) -> dict[int, dict[str, list[float]]]:
+    store = await open_store(url, cache_url=cache_url)
     results: dict[int, dict[str, list[float]]] = {}
     try:
         session = (await store.create_session(tenant_id=TENANT)).id
@@ -144,34 +149,95 @@ def _bench_floor(path: Path, sizes: list[int], ops: int) -> dict[int, dict[str, 
     return results
 
 
-def run(url: str | None, sizes: list[int], ops: int) -> dict[str, object]:
-    """Run both benchmarks; print a table; return the raw figures."""
-    with tempfile.TemporaryDirectory(prefix="chatstate-bench-") as tmp:
-        target = url or f"sqlite:///{tmp}/bench.db"
-        print(f"chatstate store bench: {redact(target)}, {ops} ops per figure", file=sys.stderr)
-        mine = asyncio.run(_bench_store(target, sizes, ops))
-        floor = _bench_floor(Path(tmp) / "floor.db", sizes, ops)
-    print(
-        f"\n{'events':>8} {'operation':<13} {'chatstate p50/p99 µs':>22} "
-        f"{'bare sqlite p50/p99 µs':>24} {'ratio p50':>9}"
+@dataclass(frozen=True)
+class Target:
+    label: str
+    url: str
+    cache_url: str | None = None
+
+
+async def _fleet_targets(stack: AsyncExitStack) -> list[Target]:
+    """PostgreSQL and PostgreSQL + Redis tier on the local test servers, when they answer.
+
+    Each gets a fresh schema (and cache prefix) that is dropped afterwards.
+    """
+    from chatstate.testing.backends import REGISTRY  # noqa: PLC0415 - test servers' config
+
+    out: list[Target] = []
+    if REGISTRY["postgres"].unavailable() is not None:
+        print("  PostgreSQL is not reachable: skipped", file=sys.stderr)
+        return out
+    from chatstate.testing.backends_postgres import (  # noqa: PLC0415
+        create_schema,
+        drop_schema,
+        server_url,
     )
-    report: dict[str, object] = {"url": redact(target), "ops": ops, "sizes": {}}
-    for size in sizes:
-        rows = {}
-        for op in ("append", "read_last_20", "turn"):
-            m50, m99 = _percentiles(mine[size][op])
-            f50, f99 = _percentiles(floor[size][op])
-            print(
-                f"{size:>8,} {op:<13} {m50:>10.1f} / {m99:>9.1f} "
-                f"{f50:>11.1f} / {f99:>10.1f} {m50 / f50:>8.2f}x"
-            )
-            rows[op] = {"p50_us": m50, "p99_us": m99, "floor_p50_us": f50, "floor_p99_us": f99}
-        report["sizes"][size] = rows  # type: ignore[index]
-    first, last = sizes[min(1, len(sizes) - 1)], sizes[-1]
-    for op in ("append", "read_last_20", "turn"):
-        a = _percentiles(mine[first][op])[0]
-        b = _percentiles(mine[last][op])[0]
-        print(f"flatness {op}: p50 at {last:,} events / at {first:,} = {b / a:.2f}x")
+
+    for label in ("postgres", "postgres+redis"):
+        schema = await create_schema()
+        stack.push_async_callback(drop_schema, schema)
+        url = f"{server_url()}?schema={schema}"
+        if label == "postgres":
+            out.append(Target(label, url))
+        elif REGISTRY["tiered"].unavailable() is None:
+            from chatstate.testing.backends_redis import redis_url  # noqa: PLC0415
+
+            out.append(Target(label, url, f"{redis_url()}?prefix=csbench{os.getpid()}"))
+    return out
+
+
+async def _measure(
+    targets: list[Target], fleet: bool, sizes: list[int], ops: int
+) -> tuple[list[Target], dict[str, dict[int, dict[str, list[float]]]]]:
+    async with AsyncExitStack() as stack:
+        if fleet:
+            targets = targets + await _fleet_targets(stack)
+        figures = {}
+        for target in targets:
+            print(f"chatstate on {target.label}: {redact(target.url)}", file=sys.stderr)
+            figures[target.label] = await _bench_store(target.url, target.cache_url, sizes, ops)
+    return targets, figures
+
+
+def run(url: str | None, sizes: list[int], ops: int, *, fleet: bool = False) -> dict[str, object]:
+    """Benchmark each store and the bare-sqlite floor; print a table; return the figures."""
+    with tempfile.TemporaryDirectory(prefix="chatstate-bench-") as tmp:
+        first = Target("sqlite" if url is None else "custom", url or f"sqlite:///{tmp}/bench.db")
+        targets, figures = asyncio.run(_measure([first], fleet, sizes, ops))
+        floor = _bench_floor(Path(tmp) / "floor.db", sizes, ops)
+    print(f"{ops} operations per figure; times in microseconds; ratio = p50 / bare-sqlite p50")
+    print(
+        f"\n{'store':<15} {'events':>8} {'operation':<13} {'p50':>9} {'p99':>9} "
+        f"{'floor p50':>10} {'ratio':>7}"
+    )
+    report: dict[str, object] = {"ops": ops, "targets": {}}
+    for target in targets:
+        mine = figures[target.label]
+        rows: dict[int, dict[str, dict[str, float]]] = {}
+        for size in sizes:
+            rows[size] = {}
+            for op in ("append", "read_last_20", "turn"):
+                m50, m99 = _percentiles(mine[size][op])
+                f50, f99 = _percentiles(floor[size][op])
+                print(
+                    f"{target.label:<15} {size:>8,} {op:<13} {m50:>9.1f} {m99:>9.1f} "
+                    f"{f50:>10.1f} {m50 / f50:>6.1f}x"
+                )
+                rows[size][op] = {
+                    "p50_us": m50,
+                    "p99_us": m99,
+                    "floor_p50_us": f50,
+                    "floor_p99_us": f99,
+                }
+        report["targets"][target.label] = {"url": redact(target.url), "sizes": rows}  # type: ignore[index]
+    mid, last = sizes[min(1, len(sizes) - 1)], sizes[-1]
+    for target in targets:
+        mine = figures[target.label]
+        flat = ", ".join(
+            f"{op} {_percentiles(mine[last][op])[0] / _percentiles(mine[mid][op])[0]:.2f}x"
+            for op in ("append", "read_last_20", "turn")
+        )
+        print(f"flatness on {target.label}, p50 at {last:,} / at {mid:,} events: {flat}")
     return report
 
 
@@ -183,13 +249,18 @@ def main(argv: list[str] | None = None) -> int:
     )
     parser.add_argument("--database-url", help="store to measure (default: a temp SQLite file)")
     parser.add_argument(
+        "--fleet",
+        action="store_true",
+        help="also measure PostgreSQL and PostgreSQL + Redis tier on the local servers",
+    )
+    parser.add_argument(
         "--sizes", default="10,1000,100000", help="session sizes in events, comma-separated"
     )
     parser.add_argument("--ops", type=int, default=1000, help="operations timed per figure")
     parser.add_argument("--json", metavar="FILE", help="also write the raw figures here")
     args = parser.parse_args(argv)
     sizes = sorted(int(s) for s in args.sizes.split(","))
-    report = run(args.database_url, sizes, args.ops)
+    report = run(args.database_url, sizes, args.ops, fleet=args.fleet)
     if args.json:
         Path(args.json).write_text(json.dumps(report, indent=2))
     return 0
