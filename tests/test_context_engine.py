@@ -183,3 +183,31 @@ async def test_current_message_from_the_log(store: SQLiteStore) -> None:
     built = await engine.build("s", tenant_id=T, budget=4000)
     assert built.messages[-1] == {"role": "user", "content": "already stored"}
     assert 5 not in built.manifest.verbatim
+
+
+async def test_tool_results_are_paired_when_written(store: SQLiteStore) -> None:
+    from chatstate.errors import ValidationError
+    from chatstate.model import ToolCall
+
+    engine = ContextEngine(store, summariser=JoiningSummariser())
+    await store.create_session(tenant_id=T, session_id="s")
+    call = ToolCall(id="call_9", name="lookup", arguments="{}")
+    await engine.append(
+        "s",
+        [
+            NewEvent.message("user", "look it up"),
+            NewEvent(kind="tool_call", role="assistant", tool_calls=(call,)),
+        ],
+        tenant_id=T,
+    )
+    result = NewEvent(kind="tool_result", role="tool", content="found", tool_call_id="call_9")
+    with pytest.raises(ValidationError):
+        await engine.append(
+            "s",
+            [NewEvent(kind="tool_result", role="tool", content="?", tool_call_id="nope")],
+            tenant_id=T,
+        )
+    await engine.append("s", [result], tenant_id=T)
+    with pytest.raises(ValidationError):  # answered twice
+        await engine.append("s", [result], tenant_id=T)
+    assert len(await store.read(tenant_id=T, session_id="s")) == 3

@@ -141,6 +141,7 @@ class ContextEngine:
     ) -> AppendResult:
         """``store.append`` with each event's token count filled in (counted once, with
         :attr:`count_model`'s tokenizer)."""
+        await self._check_tool_results(tenant_id, session_id, branch, events)
         count = _memo_counter(self.count_model)
         counted = [
             e if e.token_count is not None else replace(e, token_count=count(event_text(e)))
@@ -154,6 +155,30 @@ class ContextEngine:
             expected_seq=expected_seq,
             idempotency_key=idempotency_key,
         )
+
+    async def _check_tool_results(
+        self, tenant_id: str, session_id: str, branch: str, events: Sequence[NewEvent]
+    ) -> None:
+        """Refuse a tool result whose call is neither in this append nor among the
+        session's newest events: saved once, an orphan would break every later request."""
+        asked = {c.id for e in events for c in e.tool_calls}
+        loose = [
+            e.tool_call_id
+            for e in events
+            if e.kind == "tool_result" and e.tool_call_id not in asked
+        ]
+        if not loose:
+            return
+        recent = await self.store.read_last(
+            tenant_id=tenant_id, session_id=session_id, branch=branch, n=_PAGE
+        )
+        asked |= {c.id for e in recent for c in e.tool_calls}
+        answered = {e.tool_call_id for e in recent if e.kind == "tool_result"}
+        for call_id in loose:
+            if call_id not in asked or call_id in answered:
+                raise ValidationError(
+                    f"tool result for {call_id!r} has no open tool call in this session"
+                )
 
     # -- building -----------------------------------------------------------------------
 
