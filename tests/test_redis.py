@@ -346,7 +346,7 @@ class DelayProxy:
     async def _pump(self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
         try:
             while chunk := await reader.read(4096):
-                await asyncio.sleep(self.rng.random() * 0.002)
+                await asyncio.sleep(self.rng.random() * 0.004)
                 writer.write(chunk)
                 await writer.drain()
         except (ConnectionError, asyncio.CancelledError):
@@ -434,7 +434,7 @@ async def test_cancelled_requests_never_leak_another_tenants_data() -> None:
                 tenant, result = outcome
                 assert owners(tenant, result) <= {tenant}, (tenant, result)
                 completed += 1
-        assert completed > 1000 and cancelled > 300, (completed, cancelled)
+        assert completed > 1000 and cancelled > 200, (completed, cancelled)
         # Every pooled connection is clean: sequential reads get exactly their own data.
         for _ in range(50):
             tenant = rng.choice((T, OTHER))

@@ -137,3 +137,13 @@ async def _migrate_under_load(store: Any, cluster: LocalCluster, key_slot: Any) 
     assert all(log.get(seq) == text for seq, text, _ in acks), "an acknowledged append moved"
     assert any(at > moved_at + 0.1 for _, _, at in acks), "no append after the move"
     assert source.cli("cluster", "countkeysinslot", str(slot)).strip() == "0"
+
+
+async def test_an_unreachable_cluster_is_a_typed_error() -> None:
+    require_redis_server()
+    from chatstate.errors import BackendUnavailable
+    from chatstate.store.redis import open_redis_url
+    from chatstate.testing.backends_redis import free_port
+
+    with pytest.raises(BackendUnavailable):
+        await open_redis_url(f"redis+cluster://127.0.0.1:{free_port()}", StoreConfig())

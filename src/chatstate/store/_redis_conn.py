@@ -16,6 +16,7 @@ from redis.backoff import NoBackoff
 from redis.exceptions import (
     BusyLoadingError,
     ClusterDownError,
+    RedisClusterException,
     RedisError,
     ResponseError,
     TryAgainError,
@@ -27,6 +28,7 @@ from chatstate.errors import BackendUnavailable, ValidationError
 from chatstate.store.url import redact
 
 __all__ = [
+    "DRIVER_ERRORS",
     "TRANSPORT_RACES",
     "RedisClient",
     "call_redis",
@@ -44,6 +46,9 @@ TRANSPORT_RACES = (AttributeError, TypeError)
 """Errors redis-py's asyncio transport leaks instead of ``ConnectionError`` when a
 connection is closed under a write (redis/redis-py#4287); caught only around driver calls."""
 
+
+DRIVER_ERRORS = (RedisError, RedisClusterException, OSError, *TRANSPORT_RACES)
+"""Everything a redis-py call can raise when Redis is unwell."""
 
 _NOT_RUN = (BusyLoadingError, TryAgainError, ClusterDownError)
 """Answers that mean the server did not run the command: safe to retry, writes included."""
@@ -80,6 +85,8 @@ async def call_redis(call: Callable[[], Awaitable[T]], *, retry: bool = False) -
                     continue
                 raise BackendUnavailable(f"redis is unreachable: {exc}") from exc
             raise BackendUnavailable(f"redis refused the command: {exc}") from exc
+        except RedisClusterException as exc:  # no reachable node, slot not covered
+            raise BackendUnavailable(f"redis cluster unavailable: {exc}") from exc
         except TRANSPORT_RACES as exc:
             raise BackendUnavailable(f"redis connection closed: {exc!r}") from exc
     raise AssertionError("unreachable")  # pragma: no cover

@@ -32,7 +32,6 @@ from functools import partial
 from typing import Any, TypeVar, cast
 
 from redis.commands.core import AsyncScript
-from redis.exceptions import RedisError
 
 from chatstate.errors import (
     AlreadyExists,
@@ -59,6 +58,7 @@ from chatstate.model import (
 )
 from chatstate.store import _redis_scripts as lua
 from chatstate.store._redis_conn import (
+    DRIVER_ERRORS,
     TRANSPORT_RACES,
     RedisClient,
     call_redis,
@@ -182,6 +182,7 @@ class RedisStore:
         return self._keys.prefix
 
     # -- I/O boundary: every driver error becomes a chatstate error here ------------------
+
     async def _io(self, call: Callable[[], Awaitable[T]], *, retry: bool = False) -> T:
         return await call_redis(call, retry=retry)
 
@@ -196,7 +197,7 @@ class RedisStore:
         """An index update after the session write: failure delays cleanup only."""
         try:
             await call()
-        except (RedisError, OSError, *TRANSPORT_RACES) as exc:
+        except DRIVER_ERRORS as exc:
             log.warning("redis: %s failed (%s); purge_expired will catch up", what, exc)
 
     # -- decoding, with the owner check ------------------------------------------------
@@ -791,7 +792,7 @@ async def open_redis_url(url: str, config: StoreConfig) -> RedisStore:
     try:
         await client.ping()
         durable, window = await read_persistence(client)
-    except (RedisError, OSError, *TRANSPORT_RACES) as exc:
+    except DRIVER_ERRORS as exc:
         await client.aclose()
         raise BackendUnavailable(f"cannot reach redis at {redact(url)}: {exc}") from exc
     if durable:
@@ -804,14 +805,18 @@ async def open_redis_url(url: str, config: StoreConfig) -> RedisStore:
             window,
         )
     try:
+        grace = float(ours.get("ttl_grace", "600"))
         return RedisStore(
             client,
             config=config,
             prefix=ours.get("prefix", "cs"),
             durable=durable,
             loss_window=window,
-            native_ttl_grace_seconds=float(ours.get("ttl_grace", "600")),
+            native_ttl_grace_seconds=grace,
         )
+    except ValueError as exc:
+        await client.aclose()
+        raise ValidationError(f"bad ttl_grace in {redact(url)!r}") from exc
     except BaseException:
         await client.aclose()
         raise

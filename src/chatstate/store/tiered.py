@@ -37,7 +37,7 @@ from typing import Any, cast
 
 from redis.commands.core import AsyncScript
 from redis.exceptions import ConnectionError as RedisConnectionError
-from redis.exceptions import RedisError, ResponseError
+from redis.exceptions import ResponseError
 
 from chatstate.errors import ChatstateError, SessionNotFound
 from chatstate.model import (
@@ -53,7 +53,7 @@ from chatstate.model import (
     StateDoc,
 )
 from chatstate.store import _redis_scripts as lua
-from chatstate.store._redis_conn import TRANSPORT_RACES, RedisClient, connect_client
+from chatstate.store._redis_conn import DRIVER_ERRORS, RedisClient, connect_client
 from chatstate.store.codec import decode_event, dumps, encode_appends, loads
 from chatstate.store.protocol import Order, Store
 from chatstate.store.rules import (
@@ -179,7 +179,7 @@ class TieredStore:
         for _ in range(2):
             try:
                 await call()
-            except (RedisError, OSError, ChatstateError, *TRANSPORT_RACES) as exc:
+            except (*DRIVER_ERRORS, ChatstateError) as exc:
                 failure = exc
                 continue
             self._down_until = 0.0
@@ -299,7 +299,7 @@ class TieredStore:
             reply = await self._run("TIER_GET", key, [*args, self._lease_ms])
             if self._persists is None:
                 self._persists = await _cache_persists(self._client)
-        except (RedisError, OSError, *TRANSPORT_RACES) as exc:
+        except DRIVER_ERRORS as exc:
             self._trip(exc)
             return None
         if reply[0] == "hit":
@@ -367,7 +367,7 @@ class TieredStore:
             return window  # an event the codec refuses today: serve it, do not cache it
         try:
             await self._run("TIER_FILL", self._key(tenant_id, session_id), args)
-        except (RedisError, OSError, *TRANSPORT_RACES) as exc:
+        except DRIVER_ERRORS as exc:
             self._trip(exc)
         return window
 
@@ -550,7 +550,7 @@ async def _cache_persists(client: RedisClient) -> bool | None:
             settings[name] = got.get(name, "")
     except ResponseError:
         return True
-    except (RedisError, OSError, *TRANSPORT_RACES):
+    except DRIVER_ERRORS:
         return None
     return settings["appendonly"] == "yes" or bool(settings["save"])
 
