@@ -173,6 +173,16 @@ async def test_unusable_answers_raise(
     assert caught.value.reason == reason
 
 
+@pytest.mark.parametrize(
+    "raw", [b"<html>gateway</html>", b'{"choices": []}', b'{"choices": [{"message": "x"}]}']
+)
+async def test_malformed_answers_raise(fake_openai: FakeOpenAI, raw: bytes) -> None:
+    fake_openai.add_fault(Fault(raw_body=raw))
+    with pytest.raises(SummaryUnavailable) as caught:
+        await _summariser(fake_openai).summarise(previous=None, events=EVENTS, max_tokens=50)
+    assert caught.value.reason == "bad_response"
+
+
 async def test_a_wrong_path_is_an_http_error(fake_openai: FakeOpenAI) -> None:
     summariser = LLMSummariser(base_url=fake_openai.base_url + "/nope", model="m", env={})
     with pytest.raises(SummaryUnavailable, match="HTTP 404"):

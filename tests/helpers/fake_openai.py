@@ -91,6 +91,8 @@ class Fault:
     """Close the connection: streams after this many content chunks, others at once."""
     message: str = "injected fault"
     retry_after: float | None = None
+    raw_body: bytes | None = None
+    """Answer HTTP 200 (or ``status``) with exactly these bytes: malformed-upstream tests."""
 
 
 Reply = str | FakeReply | Callable[[RecordedRequest], "str | FakeReply"]
@@ -261,6 +263,9 @@ class _Handler(BaseHTTPRequestHandler):
         if fault is not None and fault.disconnect_after is not None and not request.stream:
             self.close_connection = True
             return
+        if fault is not None and fault.raw_body is not None:
+            self._raw(fault.status or 200, fault.raw_body)
+            return
         if fault is not None and fault.status is not None:
             self._error(fault.status, fault.message, retry_after=fault.retry_after)
             return
@@ -302,6 +307,13 @@ class _Handler(BaseHTTPRequestHandler):
         self.send_header("Content-Length", str(len(data)))
         for name, value in (headers or {}).items():
             self.send_header(name, value)
+        self.end_headers()
+        self.wfile.write(data)
+
+    def _raw(self, status: int, data: bytes) -> None:
+        self.send_response(status)
+        self.send_header("Content-Type", "application/json")
+        self.send_header("Content-Length", str(len(data)))
         self.end_headers()
         self.wfile.write(data)
 
