@@ -1,0 +1,172 @@
+"""The ASGI application: ``create_app(config)``, served by uvicorn (``chatstate serve``).
+
+The app opens its store in its lifespan (or uses one it is given), so every worker
+process has its own connections and no state but caches: sessions, response logs and keys
+all live in the database, and any process can serve any request.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+from collections.abc import AsyncIterator
+from contextlib import asynccontextmanager
+
+import httpx
+from fastapi import FastAPI, Request
+from fastapi.responses import JSONResponse, PlainTextResponse
+
+from chatstate.context.engine import ContextEngine
+from chatstate.errors import ChatstateError
+from chatstate.server import errors
+from chatstate.server.auth import KeyRing
+from chatstate.server.config import ServerConfig, is_loopback
+from chatstate.server.deps import Services, services
+from chatstate.server.gateway import Gateway
+from chatstate.server.middleware import BodyLimit, Metrics, MetricsMiddleware, RateLimiter
+from chatstate.server.routes_chat import router as chat_router
+from chatstate.server.routes_sessions import router as sessions_router
+from chatstate.server.streams import ResponseLog
+from chatstate.store.protocol import Store
+from chatstate.store.url import open_store, redact
+
+__all__ = ["StartupRefused", "app_from_env", "create_app", "decide_dev_mode"]
+
+log = logging.getLogger(__name__)
+PURGE_EVERY = 60.0
+
+
+class StartupRefused(Exception):
+    """The server must not start as configured (keys missing on a public interface)."""
+
+
+async def decide_dev_mode(config: ServerConfig, keys: KeyRing) -> bool:
+    """Development mode (no keys needed) only with no keys and a loopback host."""
+    if config.dev_mode is not None:
+        return config.dev_mode
+    if await keys.any_keys():
+        return False
+    if not is_loopback(config.host):
+        raise StartupRefused(
+            f"no API keys exist and {config.host} is not a loopback address: create one with "
+            "`chatstate keys create --tenant T --scopes read,write` or bind to 127.0.0.1"
+        )
+    log.warning(
+        "no API keys: serving as a single-tenant development instance (tenant 'default') "
+        "on %s only; `chatstate keys create` turns authentication on",
+        config.host,
+    )
+    return True
+
+
+def create_app(config: ServerConfig | None = None, *, store: Store | None = None) -> FastAPI:
+    """The application. With ``store`` given, the caller opens and closes it."""
+    config = config or ServerConfig()
+    metrics = Metrics()
+
+    @asynccontextmanager
+    async def lifespan(app: FastAPI) -> AsyncIterator[None]:
+        own = store is None
+        opened = store or await open_store(config.database_url, cache_url=config.redis_url)
+        timeout = httpx.Timeout(config.upstream_timeout, connect=10.0)
+        http = httpx.AsyncClient(timeout=timeout)
+        try:
+            svc = _services(config, opened, http, metrics)
+            svc.dev_mode = await decide_dev_mode(config, svc.keys)
+            app.state.services = svc
+            log.info("chatstate serving %s", redact(config.database_url))
+            purger = asyncio.create_task(_purge(opened))
+            try:
+                yield
+            finally:
+                purger.cancel()
+                await svc.gateway.aclose()
+                await svc.engine.aclose()
+        finally:
+            await http.aclose()
+            if own:
+                await opened.close()
+
+    app = FastAPI(
+        title="chatstate",
+        summary="Durable conversation state for LLM chat",
+        version="1",
+        lifespan=lifespan,
+    )
+    errors.install(app)
+    app.include_router(sessions_router)
+    app.include_router(chat_router)
+    _add_operations(app, metrics)
+    app.add_middleware(BodyLimit, max_bytes=config.max_body_bytes)
+    app.add_middleware(MetricsMiddleware, metrics=metrics)
+    return app
+
+
+def _services(
+    config: ServerConfig, store: Store, http: httpx.AsyncClient, metrics: Metrics
+) -> Services:
+    engine = ContextEngine(store)
+    responses = ResponseLog(
+        store, ttl_seconds=config.response_ttl_seconds, lease_seconds=config.lease_seconds
+    )
+    gateway = Gateway(
+        store=store,
+        engine=engine,
+        responses=responses,
+        config=config,
+        metrics=metrics,
+        http=http,
+    )
+    return Services(
+        config=config,
+        store=store,
+        engine=engine,
+        reader_engine=ContextEngine(store, auto_compact=False),
+        responses=responses,
+        gateway=gateway,
+        keys=KeyRing(store, cache_seconds=config.key_cache_seconds),
+        limiter=RateLimiter(rate=config.rate_per_second, burst=config.rate_burst),
+        metrics=metrics,
+        http=http,
+        dev_mode=False,
+    )
+
+
+async def _purge(store: Store) -> None:
+    """Expired sessions and response logs go, idempotency records after their TTL."""
+    while True:
+        await asyncio.sleep(PURGE_EVERY)
+        try:
+            removed = await store.purge_expired()
+        except ChatstateError:
+            log.warning("purging expired sessions failed", exc_info=True)
+            continue
+        if removed:
+            log.info("purged %d expired sessions", removed)
+
+
+def _add_operations(app: FastAPI, metrics: Metrics) -> None:
+    @app.get("/healthz", tags=["operations"])
+    async def healthz() -> dict[str, str]:
+        """The process is up."""
+        return {"status": "ok"}
+
+    @app.get("/readyz", tags=["operations"])
+    async def readyz(request: Request) -> JSONResponse:
+        """The store answers."""
+        svc = services(request)
+        try:
+            await asyncio.wait_for(svc.keys.any_keys(), 5.0)
+        except (ChatstateError, TimeoutError) as exc:
+            return JSONResponse({"status": "unavailable", "reason": type(exc).__name__}, 503)
+        return JSONResponse({"status": "ready"})
+
+    @app.get("/metrics", tags=["operations"], response_class=PlainTextResponse)
+    async def metrics_text() -> PlainTextResponse:
+        """Prometheus text format."""
+        return PlainTextResponse(metrics.render(), media_type="text/plain; version=0.0.4")
+
+
+def app_from_env() -> FastAPI:
+    """The factory ``chatstate serve --workers N`` gives uvicorn (settings from the env)."""
+    return create_app(ServerConfig.load())

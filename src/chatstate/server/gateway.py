@@ -1,0 +1,419 @@
+"""The stateful chat gateway: one turn = store the newest message, build, call, stream, store.
+
+**Policy for two turns at once on one session: reject.** A turn is open from the moment
+its input is stored until its response log has a terminal record. A second request that
+finds a turn open answers 409 ``turn_in_progress``; two requests that race past that check
+both append with the head they read as ``expected_seq``, so exactly one wins and the other
+gets 409. The log therefore always reads input, answer, input, answer. A request carrying
+the ``Idempotency-Key`` of the open (or a finished) turn is not a second turn: it attaches
+to that turn's response stream and replays it.
+
+The producer is a task of its own: a client that disconnects does not stop it, an
+explicit cancel does. It writes every upstream chunk to the response log before anyone
+can read it, and when it ends (done, error, cancelled, or shut down) it stores the
+assistant message, marked ``incomplete``/``cancelled`` in ``data.chatstate`` when cut
+short. A producer whose process dies leaves its lease to expire; whoever looks next (a
+resuming client, or the next turn on the session) writes ``incomplete`` and stores the
+partial answer. The answer is appended with an idempotency key derived from the response
+id and its content derived from the log alone, so whoever stores it, it is stored once.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import hashlib
+import json
+import logging
+import secrets
+from collections.abc import AsyncIterator, Awaitable, Callable, Mapping, Sequence
+from contextlib import suppress
+from dataclasses import dataclass, replace
+from datetime import timedelta
+
+import httpx
+
+from chatstate.context.engine import ContextEngine
+from chatstate.errors import (
+    AlreadyExists,
+    ChatstateError,
+    IdempotencyMismatch,
+    NotFound,
+    SeqConflict,
+    SessionNotFound,
+    ValidationError,
+)
+from chatstate.model import Event, JSONValue, NewEvent
+from chatstate.openai_format import from_openai
+from chatstate.server.auth import Principal, check_write
+from chatstate.server.config import ServerConfig
+from chatstate.server.errors import ResponseExpired, ResponseNotFound, TurnInProgress
+from chatstate.server.middleware import Metrics
+from chatstate.server.sse import collect
+from chatstate.server.streams import ResponseInfo, ResponseLog, Status, Stopped
+from chatstate.store.protocol import Store
+from chatstate.store.rules import check_id, new_session_id, utcnow
+
+__all__ = ["AfterTurn", "Gateway", "TurnDone", "TurnRequest", "response_of"]
+
+log = logging.getLogger(__name__)
+
+
+@dataclass(frozen=True, slots=True)
+class TurnRequest:
+    model: str
+    messages: Sequence[Mapping[str, object]]
+    upstream_body: Mapping[str, JSONValue]
+    session_id: str | None = None
+    branch: str = "main"
+    idempotency_key: str | None = None
+    budget: int | None = None
+
+
+@dataclass(frozen=True, slots=True)
+class TurnDone:
+    """What the after-turn hook gets: which turn ended, how, and what it stored."""
+
+    tenant: str
+    session_id: str
+    branch: str
+    response_id: str
+    status: str
+    answer_seq: int | None
+
+
+AfterTurn = Callable[[TurnDone], Awaitable[None]]
+
+
+def response_of(event: Event) -> str | None:
+    """The response id the gateway stamped on a stored input or answer, if any."""
+    meta = event.data.get("chatstate")
+    rid = meta.get("response_id") if isinstance(meta, dict) else None
+    return rid if isinstance(rid, str) else None
+
+
+class Gateway:
+    def __init__(
+        self,
+        *,
+        store: Store,
+        engine: ContextEngine,
+        responses: ResponseLog,
+        config: ServerConfig,
+        metrics: Metrics,
+        http: httpx.AsyncClient,
+    ) -> None:
+        self.store = store
+        self.engine = engine
+        self.responses = responses
+        self.config = config
+        self.metrics = metrics
+        self.http = http
+        self.after_turn: AfterTurn | None = None
+        """HOOK: state extraction and health checks (chatstate.state / chatstate.health)
+        plug in here. Called off the request path once a turn's answer is stored."""
+        self._tasks: dict[str, asyncio.Task[None]] = {}
+        self._owners: dict[str, tuple[str, str]] = {}
+        self._background: set[asyncio.Task[None]] = set()
+        self._stopping = False
+
+    # -- starting a turn ----------------------------------------------------------------
+
+    async def start(self, principal: Principal, turn: TurnRequest) -> ResponseInfo:
+        """Store the turn's input and start its producer; or attach to the same turn."""
+        tenant = principal.tenant
+        session_id = check_id(turn.session_id or new_session_id(), "session_id")
+        check_id(turn.branch, "branch")
+        if not turn.messages:
+            raise ValidationError("messages must not be empty")
+        drafts = [from_openai(m, index=i) for i, m in enumerate(turn.messages)]
+        rid = _response_id(tenant, session_id, turn.idempotency_key)
+        await self._ensure_session(tenant, session_id)
+        last = await self.store.read_last(
+            tenant_id=tenant, session_id=session_id, branch=turn.branch, n=1
+        )
+        head = last[-1].seq if last else 0
+        pending = response_of(last[-1]) if last and last[-1].role != "assistant" else None
+        if pending == rid:
+            return await self.responses.info(tenant, rid)  # a retry of the open turn
+        if pending is not None:
+            await self._settle(tenant, pending, last[-1])
+            last = await self.store.read_last(
+                tenant_id=tenant, session_id=session_id, branch=turn.branch, n=1
+            )
+            head = last[-1].seq if last else 0
+        new = drafts if head == 0 else _newest(drafts)
+        check_write(principal, new, last[-1] if last else None)
+        stamp: dict[str, JSONValue] = {"chatstate": {"response_id": rid}}
+        new[-1] = replace(new[-1], data={**new[-1].data, **stamp})
+        try:
+            appended = await self.engine.append(
+                session_id,
+                new,
+                tenant_id=tenant,
+                branch=turn.branch,
+                expected_seq=head,
+                idempotency_key=f"{rid}.in",
+            )
+        except SeqConflict as exc:
+            raise TurnInProgress("another write reached this session first; retry") from exc
+        if appended.replayed:
+            return await self._reattach(tenant, rid, session_id, turn.branch, appended.last_seq)
+        try:
+            info = await self.responses.create(
+                response_id=rid,
+                tenant=tenant,
+                session_id=session_id,
+                branch=turn.branch,
+                model=turn.model,
+            )
+        except AlreadyExists:
+            return await self.responses.info(tenant, rid)
+        await self._launch(info, turn)
+        return info
+
+    async def _ensure_session(self, tenant: str, session_id: str) -> None:
+        try:
+            await self.store.get_session(tenant_id=tenant, session_id=session_id)
+        except SessionNotFound as exc:
+            if exc.status == 410:
+                raise
+            with suppress(AlreadyExists):
+                await self.store.create_session(tenant_id=tenant, session_id=session_id)
+
+    async def _settle(self, tenant: str, rid: str, event: Event) -> None:
+        """Close out the turn that ``event`` opened, or raise :class:`TurnInProgress`."""
+        try:
+            info = await self.responses.info(tenant, rid)
+        except ResponseExpired:
+            return
+        except ResponseNotFound:
+            young = utcnow() - event.created_at < timedelta(seconds=2 * self.config.lease_seconds)
+            if young:  # stored a moment ago; its log is about to be created
+                raise TurnInProgress("a turn of this session is starting") from None
+            return
+        head = await self.responses.head(rid)
+        if head is None or not head.terminal:
+            if rid in self._tasks or not await self.responses.lease_expired(rid):
+                raise TurnInProgress(
+                    f"response {rid} of this session is still streaming; wait for it, "
+                    "cancel it, or resume it"
+                )
+            await self.responses.finish_once(
+                rid, "incomplete", {"message": "the process producing this response stopped"}
+            )
+        await self.store_answer(info)
+
+    async def _reattach(
+        self, tenant: str, rid: str, session_id: str, branch: str, input_seq: int
+    ) -> ResponseInfo:
+        try:
+            return await self.responses.info(tenant, rid)
+        except ResponseExpired:
+            raise
+        except ResponseNotFound:
+            after = await self.store.read(
+                tenant_id=tenant, session_id=session_id, branch=branch, after_seq=input_seq, limit=4
+            )
+            if any(response_of(e) == rid for e in after):
+                raise ResponseExpired(f"response {rid!r} has expired") from None
+            raise TurnInProgress("this turn's input is stored but it has not started") from None
+
+    async def _launch(self, info: ResponseInfo, turn: TurnRequest) -> None:
+        self.responses.local.add(info.id)
+        try:
+            built = await self.engine.build(
+                info.session_id,
+                tenant_id=info.tenant,
+                model=turn.model,
+                budget=turn.budget if turn.budget is not None else self.config.context_budget,
+                branch=info.branch,
+            )
+        except BaseException as exc:
+            self.responses.local.discard(info.id)
+            message = f"could not build the context: {type(exc).__name__}"
+            await self.responses.finish_once(info.id, "error", {"message": message})
+            raise
+        body: dict[str, JSONValue] = {**turn.upstream_body, "model": turn.model}
+        body["messages"] = list(built.messages)
+        body["stream"] = True
+        task = asyncio.create_task(self._produce(info, body), name=f"produce-{info.id}")
+        self._tasks[info.id] = task
+        self._owners[info.id] = (info.tenant, info.session_id)
+        self.metrics.count("gateway_turns")
+
+    # -- producing ----------------------------------------------------------------------
+
+    async def _produce(self, info: ResponseInfo, body: Mapping[str, JSONValue]) -> None:
+        seq = 0
+        status: Status | None = "done"
+        detail: dict[str, JSONValue] = {}
+        renewer = asyncio.create_task(self._renew(info.id))
+        try:
+            async for chunk in self._upstream(body):
+                if "error" in chunk:
+                    status, detail = "error", {"message": "the upstream reported an error"}
+                    break
+                chunk["id"] = info.id
+                seq = await self.responses.append(
+                    info.id, expected=seq, kind="chunk", payload=chunk
+                )
+        except Stopped:
+            status = None  # a cancel or a reaper already wrote the terminal
+        except asyncio.CancelledError:
+            status = "incomplete" if self._stopping else "cancelled"
+            detail = {"message": "server shutting down" if self._stopping else "cancelled"}
+        except _UpstreamFailed as exc:
+            status, detail = "error", {"message": str(exc), "code": "upstream_error"}
+        except (httpx.HTTPError, ChatstateError, ValueError) as exc:
+            status, detail = "error", {"message": f"stream failed: {type(exc).__name__}"}
+        finally:
+            renewer.cancel()
+        await asyncio.shield(self._conclude(info, status, detail))
+
+    async def _conclude(
+        self, info: ResponseInfo, status: Status | None, detail: Mapping[str, JSONValue]
+    ) -> None:
+        try:
+            if status is not None:
+                await self.responses.finish_once(info.id, status, detail)
+            await self.store_answer(info)
+        except ChatstateError:
+            log.warning("could not conclude response %s", info.id, exc_info=True)
+        finally:
+            self.responses.local.discard(info.id)
+            self._tasks.pop(info.id, None)
+            self._owners.pop(info.id, None)
+
+    async def _upstream(self, body: Mapping[str, JSONValue]) -> AsyncIterator[dict[str, JSONValue]]:
+        base = self.config.upstream_base_url
+        if not base:
+            raise _UpstreamFailed("no upstream is configured (--upstream-base-url)")
+        headers = {"Accept": "text/event-stream"}
+        if self.config.upstream_api_key:
+            headers["Authorization"] = f"Bearer {self.config.upstream_api_key}"
+        url = base.rstrip("/") + "/chat/completions"
+        async with self.http.stream("POST", url, json=body, headers=headers) as response:
+            if response.status_code >= 400:
+                await response.aread()
+                raise _UpstreamFailed(f"the upstream answered HTTP {response.status_code}")
+            async for line in response.aiter_lines():
+                if not line.startswith("data:"):
+                    continue
+                data = line[5:].strip()
+                if data == "[DONE]":
+                    return
+                parsed = json.loads(data)
+                if isinstance(parsed, dict):
+                    yield parsed
+
+    async def _renew(self, rid: str) -> None:
+        version = 1
+        while True:
+            await asyncio.sleep(self.config.lease_seconds / 3)
+            try:
+                version = await self.responses.renew(rid, version)
+            except ChatstateError:
+                log.warning("could not renew the lease of response %s", rid, exc_info=True)
+
+    async def store_answer(self, info: ResponseInfo) -> int | None:
+        """Append the answer the log adds up to (idempotent); its seq, or None."""
+        answer = collect(await self.responses.read_all(info.id))
+        if answer.status == "streaming":
+            return None
+        self.metrics.count(f"responses_{answer.status}")
+        event = answer.event(info.id)
+        seq: int | None = None
+        if event is not None:
+            try:
+                result = await self.engine.append(
+                    info.session_id,
+                    [event],
+                    tenant_id=info.tenant,
+                    branch=info.branch,
+                    idempotency_key=f"{info.id}.out",
+                )
+                seq = result.last_seq
+            except (NotFound, IdempotencyMismatch):
+                log.info("answer of response %s not stored: its session is gone", info.id)
+                return None
+            if result.replayed:
+                return seq
+        self._after(
+            TurnDone(info.tenant, info.session_id, info.branch, info.id, answer.status, seq)
+        )
+        return seq
+
+    def _after(self, done: TurnDone) -> None:
+        hook = self.after_turn
+        if hook is None:
+            return
+
+        async def run() -> None:
+            try:
+                await hook(done)
+            except Exception:
+                log.warning("after-turn hook failed for %s", done.response_id, exc_info=True)
+
+        task = asyncio.create_task(run())
+        self._background.add(task)
+        task.add_done_callback(self._background.discard)
+
+    # -- control ------------------------------------------------------------------------
+
+    async def cancel(self, info: ResponseInfo) -> None:
+        task = self._tasks.get(info.id)
+        if task is not None:
+            task.cancel()
+            await asyncio.wait({task}, timeout=10)
+            return
+        await self.responses.finish_once(info.id, "cancelled", {"message": "cancelled"})
+        await self.store_answer(info)
+
+    async def forget(self, tenant: str, session_id: str) -> None:
+        """Stop this process's producers of a deleted session."""
+        doomed = [
+            task
+            for rid, task in self._tasks.items()
+            if self._owners.get(rid) == (tenant, session_id)
+        ]
+        for task in doomed:
+            task.cancel()
+        if doomed:
+            await asyncio.wait(doomed, timeout=5)
+
+    async def aclose(self, *, grace: float = 5.0) -> None:
+        """Let running turns finish for ``grace`` seconds, then stop them as incomplete."""
+        tasks = list(self._tasks.values())
+        if tasks:
+            await asyncio.wait(tasks, timeout=grace)
+        self._stopping = True
+        for task in self._tasks.values():
+            task.cancel()
+        if self._tasks:
+            await asyncio.wait(list(self._tasks.values()), timeout=10)
+        if self._background:
+            await asyncio.wait(list(self._background), timeout=5)
+
+
+class _UpstreamFailed(Exception):
+    pass
+
+
+def _response_id(tenant: str, session_id: str, key: str | None) -> str:
+    if key is None:
+        return "resp_" + secrets.token_hex(16)
+    check_id(key, "Idempotency-Key", max_len=255)
+    digest = hashlib.sha256(f"{tenant}\0{session_id}\0{key}".encode()).hexdigest()
+    return "resp_" + digest[:32]
+
+
+def _newest(drafts: list[NewEvent]) -> list[NewEvent]:
+    """On an existing session, only the newest message (with the tool results before it,
+    when it is one of several results of one call) is new."""
+    out = [drafts[-1]]
+    if drafts[-1].kind == "tool_result":
+        for draft in reversed(drafts[:-1]):
+            if draft.kind != "tool_result":
+                break
+            out.insert(0, draft)
+    return out

@@ -1,0 +1,295 @@
+"""Sessions, events, branches, context, state and export: the store over HTTP.
+
+Every route looks objects up in the caller's tenant only, so another tenant's id is
+simply not found (404). Errors leave through :mod:`chatstate.server.errors`.
+"""
+
+from __future__ import annotations
+
+import json
+from collections.abc import AsyncIterator
+from typing import Annotated, Literal
+
+from fastapi import APIRouter, Path, Query, Response
+from fastapi.responses import JSONResponse, StreamingResponse
+
+from chatstate.errors import (
+    BranchNotFound,
+    NotFound,
+    SeqConflict,
+    StateVersionConflict,
+    TooLarge,
+    ValidationError,
+)
+from chatstate.model import JSONValue
+from chatstate.openai_format import to_openai
+from chatstate.server.auth import check_write
+from chatstate.server.deps import IdempotencyKey, IfMatch, Reader, Svc, Writer, etag
+from chatstate.server.errors import PreconditionFailed
+from chatstate.server.views import (
+    AppendBody,
+    ContextBody,
+    CreateSessionBody,
+    ForkBody,
+    StateBody,
+    TTLBody,
+    branch_json,
+    event_json,
+    session_json,
+    state_json,
+    to_new_event,
+)
+from chatstate.store.protocol import Store
+
+__all__ = ["router"]
+
+router = APIRouter(prefix="/v1", tags=["sessions"])
+
+SessionId = Annotated[str, Path(max_length=128)]
+BranchQ = Annotated[str, Query(max_length=128)]
+_CHAT_KINDS = ("message", "tool_call", "tool_result")
+
+
+async def _head(store: Store, tenant: str, session_id: str, branch: str) -> int:
+    for info in await store.list_branches(tenant_id=tenant, session_id=session_id):
+        if info.name == branch:
+            return info.head_seq
+    raise BranchNotFound(f"branch {branch!r} not found")
+
+
+@router.post("/sessions", status_code=201)
+async def create_session(body: CreateSessionBody, svc: Svc, who: Writer) -> JSONResponse:
+    session = await svc.store.create_session(
+        tenant_id=who.tenant,
+        session_id=body.id,
+        user_id=body.user_id,
+        metadata=body.metadata,
+        ttl_seconds=body.ttl_seconds,
+    )
+    return JSONResponse(session_json(session), status_code=201)
+
+
+@router.get("/sessions")
+async def list_sessions(
+    svc: Svc,
+    who: Reader,
+    user_id: Annotated[str | None, Query(max_length=128)] = None,
+    limit: Annotated[int, Query(ge=1, le=500)] = 50,
+    cursor: Annotated[str | None, Query(max_length=1000)] = None,
+) -> dict[str, JSONValue]:
+    page = await svc.store.list_sessions(
+        tenant_id=who.tenant, user_id=user_id, limit=limit, cursor=cursor
+    )
+    return {"data": [session_json(s) for s in page.items], "next_cursor": page.next_cursor}
+
+
+@router.get("/sessions/{session_id}")
+async def get_session(session_id: SessionId, svc: Svc, who: Reader) -> JSONResponse:
+    session = await svc.store.get_session(tenant_id=who.tenant, session_id=session_id)
+    branches = await svc.store.list_branches(tenant_id=who.tenant, session_id=session_id)
+    head = next((b.head_seq for b in branches if b.name == session.default_branch), 0)
+    body = {**session_json(session), "branches": [branch_json(b) for b in branches]}
+    return JSONResponse(body, headers={"ETag": etag(head)})
+
+
+@router.delete("/sessions/{session_id}", status_code=204)
+async def delete_session(session_id: SessionId, svc: Svc, who: Writer) -> Response:
+    """Hard-delete the session, its branches, state, idempotency records and response logs."""
+    await svc.store.delete_session(tenant_id=who.tenant, session_id=session_id)
+    await svc.gateway.forget(who.tenant, session_id)
+    await svc.responses.delete_for(who.tenant, session_id)
+    return Response(status_code=204)
+
+
+@router.delete("/users/{user_id}", status_code=200)
+async def delete_user(
+    user_id: Annotated[str, Path(max_length=128)], svc: Svc, who: Writer
+) -> dict[str, JSONValue]:
+    """Erase every session of one user in the caller's tenant, with their response logs."""
+    deleted = 0
+    while True:
+        page = await svc.store.list_sessions(tenant_id=who.tenant, user_id=user_id, limit=200)
+        if not page.items:
+            return {"deleted": deleted}
+        for session in page.items:
+            try:
+                await svc.store.delete_session(tenant_id=who.tenant, session_id=session.id)
+            except NotFound:
+                continue
+            deleted += 1
+            await svc.gateway.forget(who.tenant, session.id)
+            await svc.responses.delete_for(who.tenant, session.id)
+
+
+@router.put("/sessions/{session_id}/ttl")
+async def set_ttl(
+    session_id: SessionId, body: TTLBody, svc: Svc, who: Writer
+) -> dict[str, JSONValue]:
+    session = await svc.store.set_ttl(
+        tenant_id=who.tenant, session_id=session_id, ttl_seconds=body.ttl_seconds
+    )
+    return session_json(session)
+
+
+@router.post("/sessions/{session_id}/events", status_code=201)
+async def append_events(
+    session_id: SessionId,
+    body: AppendBody,
+    svc: Svc,
+    who: Writer,
+    key: IdempotencyKey,
+    if_match: IfMatch,
+    branch: BranchQ = "main",
+) -> JSONResponse:
+    """Append atomically. ``If-Match: "<head>"`` answers 412 on another head;
+    ``expected_seq`` in the body answers 409. ``Idempotency-Key`` replays the first result."""
+    if len(body.events) > svc.config.max_events_per_append:
+        raise TooLarge(f"at most {svc.config.max_events_per_append} events per append")
+    if if_match is not None and body.expected_seq not in (None, if_match):
+        raise ValidationError("If-Match and expected_seq disagree")
+    events = [to_new_event(raw, i) for i, raw in enumerate(body.events)]
+    check_write(who, events, None)
+    expected = if_match if if_match is not None else body.expected_seq
+    try:
+        result = await svc.engine.append(
+            session_id,
+            events,
+            tenant_id=who.tenant,
+            branch=branch,
+            expected_seq=expected,
+            idempotency_key=key,
+        )
+    except SeqConflict as exc:
+        if if_match is None:
+            raise
+        raise PreconditionFailed(exc.message, expected=exc.expected, actual=exc.actual) from exc
+    payload: dict[str, JSONValue] = {
+        "branch": result.branch,
+        "first_seq": result.first_seq,
+        "last_seq": result.last_seq,
+        "replayed": result.replayed,
+        "events": [event_json(e) for e in result.events],
+    }
+    headers = {"ETag": etag(result.last_seq)}
+    if result.replayed:
+        headers["Idempotent-Replayed"] = "true"
+    return JSONResponse(payload, status_code=201, headers=headers)
+
+
+@router.get("/sessions/{session_id}/events")
+async def read_events(
+    session_id: SessionId,
+    svc: Svc,
+    who: Reader,
+    branch: BranchQ = "main",
+    after: Annotated[int, Query(ge=0)] = 0,
+    before: Annotated[int | None, Query(ge=1)] = None,
+    limit: Annotated[int, Query(ge=1, le=1000)] = 100,
+    order: Literal["asc", "desc"] = "asc",
+) -> JSONResponse:
+    events = await svc.store.read(
+        tenant_id=who.tenant,
+        session_id=session_id,
+        branch=branch,
+        after_seq=after,
+        before_seq=before,
+        limit=limit,
+        order=order,
+    )
+    head = await _head(svc.store, who.tenant, session_id, branch)
+    body = {"data": [event_json(e) for e in events], "head_seq": head}
+    return JSONResponse(body, headers={"ETag": etag(head)})
+
+
+@router.post("/sessions/{session_id}/branches", status_code=201)
+async def fork(session_id: SessionId, body: ForkBody, svc: Svc, who: Writer) -> JSONResponse:
+    branch = await svc.store.fork(
+        tenant_id=who.tenant,
+        session_id=session_id,
+        new_branch=body.name,
+        from_branch=body.from_branch,
+        at_seq=body.at_seq,
+    )
+    return JSONResponse(branch_json(branch), status_code=201)
+
+
+@router.get("/sessions/{session_id}/branches")
+async def list_branches(session_id: SessionId, svc: Svc, who: Reader) -> dict[str, JSONValue]:
+    branches = await svc.store.list_branches(tenant_id=who.tenant, session_id=session_id)
+    return {"data": [branch_json(b) for b in branches]}
+
+
+@router.post("/sessions/{session_id}/context")
+async def build_context(
+    session_id: SessionId, body: ContextBody, svc: Svc, who: Reader
+) -> dict[str, JSONValue]:
+    """The messages the next model call would get, and the manifest of what was left out."""
+    await svc.store.get_session(tenant_id=who.tenant, session_id=session_id)
+    built = await svc.reader_engine.build(
+        session_id,
+        body.message,
+        tenant_id=who.tenant,
+        model=body.model,
+        budget=body.budget,
+        branch=body.branch,
+        system=body.system,
+    )
+    messages: list[JSONValue] = list(built.messages)
+    return {"messages": messages, "manifest": built.manifest.to_dict()}
+
+
+@router.get("/sessions/{session_id}/state")
+async def get_state(session_id: SessionId, svc: Svc, who: Reader) -> JSONResponse:
+    doc = await svc.store.get_state(tenant_id=who.tenant, session_id=session_id)
+    return JSONResponse(state_json(doc), headers={"ETag": etag(doc.version)})
+
+
+@router.put("/sessions/{session_id}/state")
+async def put_state(
+    session_id: SessionId, body: StateBody, svc: Svc, who: Writer, if_match: IfMatch
+) -> JSONResponse:
+    """Replace the state document. ``If-Match: "<version>"`` makes it conditional (412)."""
+    expected = if_match
+    if expected is None:
+        doc = await svc.store.get_state(tenant_id=who.tenant, session_id=session_id)
+        expected = doc.version
+    try:
+        doc = await svc.store.put_state(
+            tenant_id=who.tenant,
+            session_id=session_id,
+            data=body.data,
+            expected_version=expected,
+        )
+    except StateVersionConflict as exc:
+        if if_match is None:
+            raise
+        raise PreconditionFailed(exc.message, expected=exc.expected, actual=exc.actual) from exc
+    return JSONResponse(state_json(doc), headers={"ETag": etag(doc.version)})
+
+
+@router.get("/sessions/{session_id}/export", response_class=StreamingResponse)
+async def export(
+    session_id: SessionId, svc: Svc, who: Reader, branch: BranchQ = "main"
+) -> StreamingResponse:
+    """JSONL, one OpenAI message per line (state, summary and marker events are skipped)."""
+    await _head(svc.store, who.tenant, session_id, branch)  # 404 before the body starts
+
+    async def lines() -> AsyncIterator[bytes]:
+        after = 0
+        while True:
+            page = await svc.store.read(
+                tenant_id=who.tenant,
+                session_id=session_id,
+                branch=branch,
+                after_seq=after,
+                limit=1000,
+            )
+            for event in page:
+                if event.kind in _CHAT_KINDS:
+                    line = json.dumps(to_openai(event), ensure_ascii=False) + "\n"
+                    yield line.encode()
+            if len(page) < 1000:
+                return
+            after = page[-1].seq
+
+    return StreamingResponse(lines(), media_type="application/x-ndjson")
