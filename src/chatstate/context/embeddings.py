@@ -132,6 +132,9 @@ class EmbeddingRetriever:
     document can rank, as with any dense retriever.
     """
 
+    blocking = True
+    """Encoding takes milliseconds per text: callers on an event loop use a thread."""
+
     def __init__(
         self,
         *,
@@ -241,6 +244,9 @@ class FusedRetriever:
     its best ``max(k, depth)`` and scores each id ``sum(1 / (rrf_k + rank))``, rank from 1.
     Ties are broken by id, newest first.
     """
+
+    blocking = True
+    """A member may encode text (milliseconds): callers on an event loop use a thread."""
 
     def __init__(
         self, retrievers: Sequence[Retriever], *, rrf_k: int = 60, depth: int = 50

@@ -20,7 +20,7 @@ from collections import OrderedDict
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field, replace
 from functools import lru_cache
-from typing import TypeVar
+from typing import ParamSpec, TypeVar
 
 from chatstate.context.assemble import (
     AssembledContext,
@@ -50,6 +50,8 @@ _PAGE = 64
 """Events per backward page: small enough for the store's inline read path."""
 _CHAT_KINDS = frozenset({"message", "tool_call", "tool_result"})
 _K = TypeVar("_K")
+_T = TypeVar("_T")
+_P = ParamSpec("_P")
 _V = TypeVar("_V")
 
 
@@ -299,7 +301,9 @@ class ContextEngine:
         self._remember(self._indexes, key, index)
         await self._index_up_to(key, index, window, count)
         newest_tail = tail[-1].seq if tail else 0
-        hits = index.retriever.search(query, k=self.policy.retrieve_k + 4)
+        hits = await _off_loop(
+            index.retriever, index.retriever.search, query, k=self.policy.retrieve_k + 4
+        )
         out: list[tuple[Turn, float]] = []
         for first, score in hits:
             last = index.spans[first]
@@ -345,7 +349,7 @@ class ContextEngine:
         complete = turns[:-1]  # the newest turn may still grow
         docs = [(t.first_seq, t.text()) for t in complete if t.first_seq not in index.spans]
         if docs:
-            index.retriever.add(docs)
+            await _off_loop(index.retriever, index.retriever.add, docs)
             for t in complete:
                 index.spans[t.first_seq] = t.last_seq
             index.upto = complete[-1].last_seq
@@ -442,6 +446,15 @@ class ContextEngine:
 
     async def aclose(self) -> None:
         await self.drain()
+
+
+async def _off_loop(
+    retriever: Retriever, call: Callable[_P, _T], *args: _P.args, **kwargs: _P.kwargs
+) -> _T:
+    """Run a retriever call in a thread when the retriever says it blocks."""
+    if getattr(retriever, "blocking", False):
+        return await asyncio.to_thread(call, *args, **kwargs)
+    return call(*args, **kwargs)
 
 
 def _summary_of(event: Event) -> SummaryInput | None:

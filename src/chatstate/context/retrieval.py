@@ -1,8 +1,10 @@
 """Retrieval of older turns relevant to the current message. Pure, in-process indexes.
 
-One interface, two implementations: :class:`BM25Retriever` (offline, lexical, the
-default) and ``EmbeddingRetriever`` (``[embeddings]`` extra, in
-``chatstate.context.embeddings``). A retriever indexes *documents*: an integer id (the
+One interface, two implementations: ``BM25Retriever`` (offline, lexical, the default)
+and ``EmbeddingRetriever`` (``[embeddings]`` extra, in ``chatstate.context.embeddings``).
+A retriever whose ``add``/``search`` take milliseconds (an embedding model) sets a class
+attribute ``blocking = True``; the context engine then runs those calls in a worker
+thread so the event loop never stalls. A retriever indexes *documents*: an integer id (the
 context engine uses the seq of a turn's first event) and its text. Indexing is
 incremental, so the engine keeps one retriever per active session and feeds it only the
 events that are new since the last turn.
