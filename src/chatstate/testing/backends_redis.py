@@ -330,9 +330,9 @@ def _open_cluster(config: StoreConfig, _tmp: Path) -> contextlib.AbstractAsyncCo
     return _open_url(url, config)
 
 
-def _sor_spec() -> BackendSpec:
+def _sor_spec(name: str | None = None) -> BackendSpec:
     """The system of record under the tiered backend."""
-    name = os.environ.get("CHATSTATE_TIERED_SOR", "sqlite")
+    name = name or os.environ.get("CHATSTATE_TIERED_SOR", "sqlite")
     spec = REGISTRY.get(name)
     if spec is None or spec.unavailable() is not None:
         spec = REGISTRY["memory"]
@@ -340,12 +340,14 @@ def _sor_spec() -> BackendSpec:
 
 
 @asynccontextmanager
-async def _open_tiered(config: StoreConfig, tmp: Path) -> AsyncIterator[Store]:
+async def _open_tiered(
+    config: StoreConfig, tmp: Path, sor_name: str | None = None
+) -> AsyncIterator[Store]:
     from chatstate.store.redis import connect_client  # noqa: PLC0415 - optional driver
     from chatstate.store.tiered import TieredStore  # noqa: PLC0415
 
     prefix = f"cst{uuid.uuid4().hex[:12]}"
-    async with _sor_spec().open(config, tmp) as sor:
+    async with _sor_spec(sor_name).open(config, tmp) as sor:
         client, _ = connect_client(redis_url())
         store = TieredStore(sor, client, config=config, prefix=prefix, owns_store=False)
         try:
@@ -363,6 +365,20 @@ register(
 register(BackendSpec(name="redis-cluster", open=_open_cluster, unavailable=_cluster_unavailable))
 register(
     BackendSpec(name="tiered", open=_open_tiered, unavailable=lambda: _tcp_unavailable(redis_url()))
+)
+
+
+def _tiered_postgres_unavailable() -> str | None:
+    return _tcp_unavailable(redis_url()) or REGISTRY["postgres"].unavailable()
+
+
+# The fleet deployment: PostgreSQL as the system of record, Redis as its hot tier.
+register(
+    BackendSpec(
+        name="postgres+redis",
+        open=lambda config, tmp: _open_tiered(config, tmp, "postgres"),
+        unavailable=_tiered_postgres_unavailable,
+    )
 )
 
 
