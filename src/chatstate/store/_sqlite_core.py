@@ -3,12 +3,10 @@ path. :mod:`chatstate.store.sqlite` builds the store on it."""
 
 from __future__ import annotations
 
-import asyncio
 import logging
 import sqlite3
 import threading
 from collections.abc import Callable, Mapping
-from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 from typing import Literal, ParamSpec, TypeVar
 
@@ -27,6 +25,7 @@ from chatstate.model import (
     JSONValue,
     Session,
 )
+from chatstate.store._worker import Worker
 from chatstate.store.codec import (
     decode_event,
     loads,
@@ -97,7 +96,7 @@ class SQLiteCore:
         self._config = config or StoreConfig()
         self._synchronous = synchronous
         self._busy_timeout_ms = busy_timeout_ms
-        self._executor = ThreadPoolExecutor(max_workers=1, thread_name_prefix="chatstate-sqlite")
+        self._worker = Worker("chatstate-sqlite")
         self._conn: sqlite3.Connection | None = None
         self._reader: sqlite3.Connection | None = None
         self._reader_lock = threading.Lock()
@@ -113,8 +112,7 @@ class SQLiteCore:
     # -- plumbing -----------------------------------------------------------------------
 
     async def _call(self, fn: Callable[P, R], *args: P.args, **kwargs: P.kwargs) -> R:
-        loop = asyncio.get_running_loop()
-        return await loop.run_in_executor(self._executor, lambda: self._guard(fn, args, kwargs))
+        return await self._worker.call(lambda: self._guard(fn, args, kwargs))
 
     def _guard(
         self, fn: Callable[..., R], args: tuple[object, ...], kwargs: dict[str, object]
@@ -203,8 +201,8 @@ class SQLiteCore:
                 self._reader = None
         if self._conn is not None:
             conn, self._conn = self._conn, None
-            await asyncio.get_running_loop().run_in_executor(self._executor, conn.close)
-        self._executor.shutdown(wait=False)
+            await self._worker.call(conn.close)
+        self._worker.stop()
 
     # -- lookups (run in the worker thread) ---------------------------------------------
 
