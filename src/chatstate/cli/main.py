@@ -18,7 +18,7 @@ from collections.abc import Callable, Coroutine, Sequence
 from importlib import metadata
 from urllib.parse import urlsplit
 
-from chatstate.cli import _build, _commands, _migrate, _sessions
+from chatstate.cli import _build, _commands, _migrate, _serve, _sessions
 from chatstate.cli._commands import Context
 from chatstate.cli._errors import CliError
 from chatstate.errors import ChatstateError, SessionNotFound
@@ -137,6 +137,7 @@ def build_parser() -> argparse.ArgumentParser:
     migrate.add_argument(
         "--schema", help="PostgreSQL only: the schema that holds chatstate's tables"
     )
+    _serve.register(sub, _command)  # serve, keys
     return parser
 
 

@@ -100,11 +100,11 @@ async def chat_completions(
 
 
 @router.get("/v1/responses/{response_id}")
-async def get_response(response_id: ResponseId, svc: Svc, who: Reader) -> dict[str, JSONValue]:
+async def get_response(response_id: ResponseId, svc: Svc, who: Reader) -> JSONResponse:
     info = await svc.responses.info(who.tenant, response_id)
     head = await svc.responses.head(info.id)
     status = head.type if head is not None and head.terminal else "in_progress"
-    return {
+    body: dict[str, JSONValue] = {
         "id": info.id,
         "session_id": info.session_id,
         "branch": info.branch,
@@ -113,6 +113,7 @@ async def get_response(response_id: ResponseId, svc: Svc, who: Reader) -> dict[s
         "status": status,
         "last_seq": head.seq if head is not None else 0,
     }
+    return JSONResponse(body)
 
 
 @router.get("/v1/responses/{response_id}/events", response_class=StreamingResponse)
@@ -129,10 +130,10 @@ async def response_events(
 
 
 @router.post("/v1/responses/{response_id}/cancel")
-async def cancel_response(response_id: ResponseId, svc: Svc, who: Writer) -> dict[str, JSONValue]:
+async def cancel_response(response_id: ResponseId, svc: Svc, who: Writer) -> JSONResponse:
     """Stop generation; the partial answer is stored, marked cancelled."""
     info = await svc.responses.info(who.tenant, response_id)
     await svc.gateway.cancel(info)
     head = await svc.responses.head(info.id)
     status = head.type if head is not None and head.terminal else "in_progress"
-    return {"id": info.id, "status": status}
+    return JSONResponse({"id": info.id, "status": status})

@@ -76,11 +76,13 @@ async def list_sessions(
     user_id: Annotated[str | None, Query(max_length=128)] = None,
     limit: Annotated[int, Query(ge=1, le=500)] = 50,
     cursor: Annotated[str | None, Query(max_length=1000)] = None,
-) -> dict[str, JSONValue]:
+) -> JSONResponse:
     page = await svc.store.list_sessions(
         tenant_id=who.tenant, user_id=user_id, limit=limit, cursor=cursor
     )
-    return {"data": [session_json(s) for s in page.items], "next_cursor": page.next_cursor}
+    return JSONResponse(
+        {"data": [session_json(s) for s in page.items], "next_cursor": page.next_cursor}
+    )
 
 
 @router.get("/sessions/{session_id}")
@@ -104,13 +106,15 @@ async def delete_session(session_id: SessionId, svc: Svc, who: Writer) -> Respon
 @router.delete("/users/{user_id}", status_code=200)
 async def delete_user(
     user_id: Annotated[str, Path(max_length=128)], svc: Svc, who: Writer
-) -> dict[str, JSONValue]:
+) -> JSONResponse:
     """Erase every session of one user in the caller's tenant, with their response logs."""
     deleted = 0
     while True:
         page = await svc.store.list_sessions(tenant_id=who.tenant, user_id=user_id, limit=200)
         if not page.items:
-            return {"deleted": deleted}
+            if deleted == 0:
+                raise NotFound(f"no sessions of user {user_id!r}")
+            return JSONResponse({"deleted": deleted})
         for session in page.items:
             try:
                 await svc.store.delete_session(tenant_id=who.tenant, session_id=session.id)
@@ -122,13 +126,11 @@ async def delete_user(
 
 
 @router.put("/sessions/{session_id}/ttl")
-async def set_ttl(
-    session_id: SessionId, body: TTLBody, svc: Svc, who: Writer
-) -> dict[str, JSONValue]:
+async def set_ttl(session_id: SessionId, body: TTLBody, svc: Svc, who: Writer) -> JSONResponse:
     session = await svc.store.set_ttl(
         tenant_id=who.tenant, session_id=session_id, ttl_seconds=body.ttl_seconds
     )
-    return session_json(session)
+    return JSONResponse(session_json(session))
 
 
 @router.post("/sessions/{session_id}/events", status_code=201)
@@ -214,15 +216,15 @@ async def fork(session_id: SessionId, body: ForkBody, svc: Svc, who: Writer) -> 
 
 
 @router.get("/sessions/{session_id}/branches")
-async def list_branches(session_id: SessionId, svc: Svc, who: Reader) -> dict[str, JSONValue]:
+async def list_branches(session_id: SessionId, svc: Svc, who: Reader) -> JSONResponse:
     branches = await svc.store.list_branches(tenant_id=who.tenant, session_id=session_id)
-    return {"data": [branch_json(b) for b in branches]}
+    return JSONResponse({"data": [branch_json(b) for b in branches]})
 
 
 @router.post("/sessions/{session_id}/context")
 async def build_context(
     session_id: SessionId, body: ContextBody, svc: Svc, who: Reader
-) -> dict[str, JSONValue]:
+) -> JSONResponse:
     """The messages the next model call would get, and the manifest of what was left out."""
     await svc.store.get_session(tenant_id=who.tenant, session_id=session_id)
     built = await svc.reader_engine.build(
@@ -235,7 +237,7 @@ async def build_context(
         system=body.system,
     )
     messages: list[JSONValue] = list(built.messages)
-    return {"messages": messages, "manifest": built.manifest.to_dict()}
+    return JSONResponse({"messages": messages, "manifest": built.manifest.to_dict()})
 
 
 @router.get("/sessions/{session_id}/state")
