@@ -5,13 +5,12 @@ from __future__ import annotations
 
 import json
 
-from test_server_support import api, auth
-
 from chatstate.server import ServerConfig, create_key
 from chatstate.server.auth import KEYS_TENANT
 from chatstate.store.memory import MemoryStore
 from chatstate.store.rules import StoreConfig
 from chatstate.testing.backends import FakeClock
+from test_server_support import api, auth
 
 USER = {"role": "user", "content": "My order 1234 never arrived."}
 
