@@ -1,0 +1,234 @@
+"""The fold: ``apply(doc, change) -> doc`` and ``rebuild_state(events) -> doc``. Pure.
+
+The state document is a pure function of the ``state`` events in the log: replaying them
+with :func:`rebuild_state` gives the document the :class:`~chatstate.state.service.StateKeeper`
+wrote. Applying a change twice is the same as applying it once (a fact set to the value
+it has, a commitment id that exists, a question already asked), so two writers that race
+on one turn cannot corrupt the document.
+
+Rules:
+
+* ``set_fact`` to a new value moves the old one into the fact's ``history`` (reason
+  ``update``); ``correct_fact`` does the same with reason ``correction`` (and, for a fact
+  never seen, records the ``previous`` value the speaker said was wrong). The history
+  keeps the newest :data:`MAX_HISTORY` entries. ``delete_fact`` forgets a fact entirely.
+* ``add_commitment`` adds one (id ``c<seq>``, or ``c<seq>-<n>`` for later ones from the
+  same event), unless an entry with that id or the same text and topic is in force.
+* ``set_commitment`` changes a commitment's status (and, with a value, its text: the
+  sentence that fulfilled it); unknown ids are ignored.
+* Open questions keep the newest :data:`MAX_QUESTIONS`.
+"""
+
+from __future__ import annotations
+
+import copy
+from collections.abc import Iterable, Mapping
+from dataclasses import replace
+from typing import TypeVar
+
+from chatstate.errors import ValidationError
+from chatstate.model import Event, JSONValue
+from chatstate.state.changes import STATE_SCHEMA_VERSION, Change, normalise_value
+
+__all__ = [
+    "MAX_HISTORY",
+    "MAX_QUESTIONS",
+    "apply",
+    "apply_all",
+    "change_of",
+    "empty_state",
+    "rebuild_state",
+]
+
+MAX_HISTORY = 10
+MAX_QUESTIONS = 10
+MAX_COMMITMENTS = 200
+
+Doc = dict[str, JSONValue]
+_T = TypeVar("_T", dict[str, JSONValue], list[JSONValue])
+
+
+def empty_state() -> Doc:
+    return {"schema": STATE_SCHEMA_VERSION, "facts": {}, "commitments": [], "open_questions": []}
+
+
+def _fresh(doc: Mapping[str, JSONValue]) -> Doc:
+    out: Doc = copy.deepcopy(dict(doc)) if doc else empty_state()
+    out.setdefault("schema", STATE_SCHEMA_VERSION)
+    for name, default in (("facts", {}), ("commitments", []), ("open_questions", [])):
+        if not isinstance(out.get(name), type(default)):
+            out[name] = default
+    return out
+
+
+def apply(doc: Mapping[str, JSONValue], change: Change) -> Doc:
+    """A new document: ``doc`` with ``change`` applied (``doc`` is not modified)."""
+    out = _fresh(doc)
+    _apply(out, change)
+    return out
+
+
+def _part(out: Doc, name: str, kind: type[_T]) -> _T:
+    value = out.get(name)
+    if not isinstance(value, kind):
+        value = kind()
+        out[name] = value
+    return value
+
+
+def _apply(out: Doc, change: Change) -> None:
+    """Apply ``change`` to ``out`` in place."""
+    facts = _part(out, "facts", dict)
+    commitments = _part(out, "commitments", list)
+    questions = _part(out, "open_questions", list)
+    op = change.op
+    if op in ("set_fact", "correct_fact"):
+        _set_fact(facts, change)
+    elif op == "delete_fact":
+        facts.pop(str(change.key), None)
+    elif op == "pin_fact":
+        entry = facts.get(str(change.key))
+        if isinstance(entry, dict):
+            entry["pinned"] = change.pinned is not False
+    elif op == "add_commitment":
+        _add_commitment(commitments, change)
+    elif op == "set_commitment":
+        for entry in commitments:
+            if isinstance(entry, dict) and entry.get("id") == change.key:
+                entry["status"] = change.status
+                entry["status_seq"] = change.seq
+                if change.value:
+                    entry["text"] = change.value.strip()
+    elif op == "delete_commitment":
+        out["commitments"] = [
+            c for c in commitments if not (isinstance(c, dict) and c.get("id") == change.key)
+        ]
+    elif op == "set_goal":
+        out["goal"] = change.value.strip() if change.value else None
+        out["goal_seq"] = change.seq
+    elif op == "add_question":
+        qid = change.key or f"q{change.seq}"
+        if not any(isinstance(q, dict) and q.get("id") == qid for q in questions):
+            questions.append({"id": qid, "text": str(change.value).strip(), "seq": change.seq})
+            del questions[:-MAX_QUESTIONS]
+    elif op == "resolve_question":
+        out["open_questions"] = [
+            q for q in questions if not (isinstance(q, dict) and q.get("id") == change.key)
+        ]
+
+
+def _set_fact(facts: dict[str, JSONValue], change: Change) -> None:
+    key, value = str(change.key), str(change.value).strip()
+    entry = facts.get(key)
+    reason = "correction" if change.op == "correct_fact" else "update"
+    history: list[JSONValue] = []
+    pinned = bool(change.pinned)
+    if isinstance(entry, dict):
+        old = entry.get("value")
+        if isinstance(old, str) and normalise_value(old) == normalise_value(value):
+            if change.pinned is not None:
+                entry["pinned"] = change.pinned
+            return  # the same value again: nothing to record
+        kept = entry.get("history")
+        history = list(kept) if isinstance(kept, list) else []
+        if isinstance(old, str):
+            history.append(
+                {
+                    "value": old,
+                    "seq": entry.get("seq"),
+                    "at": entry.get("at"),
+                    "replaced_seq": change.seq,
+                    "reason": reason,
+                }
+            )
+        pinned = entry.get("pinned") is True if change.pinned is None else change.pinned
+    elif change.previous and normalise_value(change.previous) != normalise_value(value):
+        history.append(
+            {
+                "value": change.previous,
+                "seq": change.seq,
+                "at": change.at,
+                "replaced_seq": change.seq,
+                "reason": reason,
+            }
+        )
+    facts[key] = {
+        "value": value,
+        "seq": change.seq,
+        "at": change.at,
+        "confidence": change.confidence,
+        "source": change.source,
+        "role": change.role,
+        "pinned": pinned,
+        "history": history[-MAX_HISTORY:],
+    }
+
+
+def _add_commitment(commitments: list[JSONValue], change: Change) -> None:
+    text = str(change.value).strip()
+    cid = change.key or f"c{change.seq}"
+    same = normalise_value(text)
+    for entry in commitments:
+        if not isinstance(entry, dict):
+            continue
+        if entry.get("id") == cid:
+            return
+        in_force = entry.get("status") != "revoked"
+        if in_force and entry.get("topic") == change.topic:
+            old = entry.get("text")
+            if isinstance(old, str) and normalise_value(old) == same:
+                return
+    commitments.append(
+        {
+            "id": cid,
+            "text": text,
+            "topic": change.topic,
+            "status": change.status or "active",
+            "seq": change.seq,
+            "at": change.at,
+            "source": change.source,
+            "role": change.role,
+        }
+    )
+    if len(commitments) > MAX_COMMITMENTS:  # drop the oldest that is no longer in force
+        for index, entry in enumerate(commitments):
+            if isinstance(entry, dict) and entry.get("status") != "active":
+                del commitments[index]
+                break
+        else:
+            del commitments[0]
+
+
+def apply_all(doc: Mapping[str, JSONValue], changes: Iterable[Change]) -> Doc:
+    out = _fresh(doc)
+    for change in changes:
+        _apply(out, change)
+    return out
+
+
+def change_of(event: Event) -> Change | None:
+    """The change a ``state`` event records, or ``None`` for other events and for state
+    events that are not changes (another writer's payload)."""
+    if event.kind != "state":
+        return None
+    try:
+        change = Change.from_data(event.data, seq=event.seq)
+    except ValidationError:
+        return None
+    if change.at is None:
+        change = replace(change, at=event.created_at.isoformat())
+    return change
+
+
+def rebuild_state(events: Iterable[Event], doc: Mapping[str, JSONValue] | None = None) -> Doc:
+    """Replay the ``state`` events among ``events`` (oldest first) onto ``doc`` (default:
+    an empty document); ``_upto`` becomes the newest seq seen."""
+    out = _fresh(doc or {})
+    for event in events:
+        change = change_of(event)
+        if change is not None:
+            _apply(out, change)
+        upto = out.get("_upto")
+        if not isinstance(upto, int) or event.seq > upto:
+            out["_upto"] = event.seq
+    return out

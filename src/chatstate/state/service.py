@@ -1,0 +1,277 @@
+"""The state layer's one I/O module: :class:`StateKeeper` keeps a session's state document.
+
+After a turn is appended, ``await keeper.sync(session_id)``, off the request path:
+
+1. read the state document and the events after its cursors (only what is new, so the
+   cost follows the turn, not the conversation);
+2. fold ``state`` events written since (the explicit API, another keeper);
+3. run the extractor over the chat messages no earlier batch covered, and append its
+   changes as ``state`` events (``data = {"op": ..., ..., "batch_upto": last seq}``)
+   with an idempotency key naming the range, so a retried sync writes them once;
+4. fold them and ``put_state(expected_version=...)``; on ``StateVersionConflict`` start
+   again from 1: the log is the source of truth, so the retry folds whatever the other
+   writer appended and extracts nothing twice (``batch_upto`` marks what was covered).
+
+The explicit API (:meth:`StateKeeper.set_fact`, ``correct_fact``, ``pin_fact``,
+``delete_fact``, ``add_commitment``, ``set_commitment``, ``delete_commitment``,
+``set_goal``) appends one ``state`` event per change and folds it the same way, so the
+document can always be rebuilt from the log with
+:func:`~chatstate.state.fold.rebuild_state`.
+
+The document follows one branch (``main`` unless the keeper is built with another):
+state events are written there, and a fork inherits them up to its fork point.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+from collections.abc import Sequence
+from dataclasses import dataclass
+
+from chatstate.errors import ChatstateError, IdempotencyMismatch, StateVersionConflict
+from chatstate.model import Event, JSONValue, NewEvent, StateDoc
+from chatstate.state.changes import Change, CommitmentStatus, Extractor, fact_key
+from chatstate.state.fold import apply_all, change_of, empty_state
+from chatstate.state.rules import RuleExtractor
+from chatstate.store.protocol import Store
+
+__all__ = ["StateKeeper", "SyncResult"]
+
+log = logging.getLogger(__name__)
+
+_CHAT = frozenset({"message", "tool_call"})
+
+
+@dataclass(frozen=True, slots=True)
+class SyncResult:
+    state: StateDoc
+    changes: tuple[Change, ...]
+    """The changes this call extracted and appended (empty when nothing was new)."""
+    state_seqs: tuple[int, ...]
+    """Seqs of the ``state`` events this call appended."""
+
+
+def _int(data: dict[str, JSONValue], name: str) -> int:
+    value = data.get(name)
+    return value if isinstance(value, int) and not isinstance(value, bool) else 0
+
+
+class StateKeeper:
+    """Extracts, records and folds one store's session state (see the module docstring)."""
+
+    def __init__(
+        self,
+        store: Store,
+        *,
+        extractor: Extractor | None = None,
+        branch: str = "main",
+        max_attempts: int = 8,
+        page: int = 500,
+    ) -> None:
+        self.store = store
+        self.extractor: Extractor = extractor or RuleExtractor()
+        self.branch = branch
+        self._attempts = max_attempts
+        self._page = page
+
+    async def get(self, session_id: str, *, tenant_id: str = "default") -> StateDoc:
+        return await self.store.get_state(tenant_id=tenant_id, session_id=session_id)
+
+    async def sync(self, session_id: str, *, tenant_id: str = "default") -> SyncResult:
+        """Bring the state document up to the head of the log (see the module docstring)."""
+        return await self._run(tenant_id, session_id, extract=True)
+
+    # -- the explicit API: each change one state event ----------------------------------
+
+    async def apply(
+        self,
+        session_id: str,
+        changes: Sequence[Change],
+        *,
+        tenant_id: str = "default",
+        idempotency_key: str | None = None,
+    ) -> StateDoc:
+        """Append ``changes`` as ``state`` events (one append) and fold them in."""
+        if changes:
+            await self.store.append(
+                tenant_id=tenant_id,
+                session_id=session_id,
+                branch=self.branch,
+                events=[NewEvent(kind="state", data=c.to_data()) for c in changes],
+                idempotency_key=idempotency_key,
+            )
+        return (await self._run(tenant_id, session_id, extract=False)).state
+
+    async def set_fact(
+        self,
+        session_id: str,
+        key: str,
+        value: str,
+        *,
+        tenant_id: str = "default",
+        pinned: bool | None = None,
+        confidence: float = 1.0,
+        idempotency_key: str | None = None,
+    ) -> StateDoc:
+        change = Change(
+            "set_fact", key=fact_key(key), value=value, pinned=pinned, confidence=confidence
+        )
+        return await self.apply(
+            session_id, [change], tenant_id=tenant_id, idempotency_key=idempotency_key
+        )
+
+    async def correct_fact(
+        self,
+        session_id: str,
+        key: str,
+        value: str,
+        *,
+        tenant_id: str = "default",
+        idempotency_key: str | None = None,
+    ) -> StateDoc:
+        """Set ``key`` to ``value``, keeping the old value in its history as a correction."""
+        change = Change("correct_fact", key=fact_key(key), value=value)
+        return await self.apply(
+            session_id, [change], tenant_id=tenant_id, idempotency_key=idempotency_key
+        )
+
+    async def pin_fact(
+        self, session_id: str, key: str, *, tenant_id: str = "default", pinned: bool = True
+    ) -> StateDoc:
+        """Pinned facts are rendered first, so the context keeps them when space is short."""
+        change = Change("pin_fact", key=fact_key(key), pinned=pinned)
+        return await self.apply(session_id, [change], tenant_id=tenant_id)
+
+    async def delete_fact(
+        self, session_id: str, key: str, *, tenant_id: str = "default"
+    ) -> StateDoc:
+        """Forget a fact and its history (the change itself stays in the log)."""
+        return await self.apply(
+            session_id, [Change("delete_fact", key=fact_key(key))], tenant_id=tenant_id
+        )
+
+    async def add_commitment(
+        self,
+        session_id: str,
+        text: str,
+        *,
+        tenant_id: str = "default",
+        commitment_id: str | None = None,
+        topic: str | None = None,
+        status: CommitmentStatus = "active",
+        idempotency_key: str | None = None,
+    ) -> StateDoc:
+        """Record a commitment; its id is ``commitment_id`` or ``c<seq of its event>``."""
+        change = Change("add_commitment", key=commitment_id, value=text, topic=topic, status=status)
+        return await self.apply(
+            session_id, [change], tenant_id=tenant_id, idempotency_key=idempotency_key
+        )
+
+    async def set_commitment(
+        self,
+        session_id: str,
+        commitment_id: str,
+        status: CommitmentStatus,
+        *,
+        tenant_id: str = "default",
+    ) -> StateDoc:
+        change = Change("set_commitment", key=commitment_id, status=status)
+        return await self.apply(session_id, [change], tenant_id=tenant_id)
+
+    async def delete_commitment(
+        self, session_id: str, commitment_id: str, *, tenant_id: str = "default"
+    ) -> StateDoc:
+        change = Change("delete_commitment", key=commitment_id)
+        return await self.apply(session_id, [change], tenant_id=tenant_id)
+
+    async def set_goal(
+        self, session_id: str, goal: str | None, *, tenant_id: str = "default"
+    ) -> StateDoc:
+        return await self.apply(session_id, [Change("set_goal", value=goal)], tenant_id=tenant_id)
+
+    # -- the loop -------------------------------------------------------------------------
+
+    async def _read_after(self, tenant_id: str, session_id: str, after: int) -> list[Event]:
+        out: list[Event] = []
+        while page := await self.store.read(
+            tenant_id=tenant_id,
+            session_id=session_id,
+            branch=self.branch,
+            after_seq=after,
+            limit=self._page,
+        ):
+            out += page
+            after = page[-1].seq
+            if len(page) < self._page:
+                break
+        return out
+
+    async def _run(self, tenant_id: str, session_id: str, *, extract: bool) -> SyncResult:
+        written: list[Change] = []
+        seqs: list[int] = []
+        last_error: ChatstateError | None = None
+        for attempt in range(self._attempts):
+            current = await self.store.get_state(tenant_id=tenant_id, session_id=session_id)
+            data = dict(current.data) if current.version else empty_state()
+            upto, extracted = _int(data, "_upto"), _int(data, "_extracted")
+            after = min(upto, extracted) if extract else upto
+            events = await self._read_after(tenant_id, session_id, after)
+            covered = extracted
+            for event in events:
+                if event.kind == "state":
+                    covered = max(covered, _int(dict(event.data), "batch_upto"))
+            data = apply_all(data, [c for e in events if e.seq > upto if (c := change_of(e))])
+            pending = [
+                e for e in events if e.seq > covered and e.kind in _CHAT and e.role != "system"
+            ]
+            if extract and pending:
+                try:
+                    appended = await self._extract(tenant_id, session_id, pending, data)
+                except IdempotencyMismatch as exc:  # another keeper wrote this range differently
+                    last_error = exc
+                    continue
+                if appended:
+                    written += [c for e in appended if (c := change_of(e))]
+                    seqs += [e.seq for e in appended]
+                    data = apply_all(data, [c for e in appended if (c := change_of(e))])
+                    events += appended
+            if events:
+                data["_upto"] = max(upto, events[-1].seq)
+                if extract:  # every event read was extracted, or covered, or not chat
+                    data["_extracted"] = max(extracted, events[-1].seq)
+            if data == current.data:
+                return SyncResult(current, tuple(written), tuple(seqs))
+            try:
+                doc = await self.store.put_state(
+                    tenant_id=tenant_id,
+                    session_id=session_id,
+                    data=data,
+                    expected_version=current.version,
+                )
+            except StateVersionConflict as exc:
+                last_error = exc
+                log.debug("state of %s changed under us (attempt %d)", session_id, attempt + 1)
+                await asyncio.sleep(0.005 * (attempt + 1))
+                continue
+            return SyncResult(doc, tuple(written), tuple(seqs))
+        log.warning("state of %s kept changing; gave up after %d tries", session_id, self._attempts)
+        raise last_error or ChatstateError("state sync made no attempt")
+
+    async def _extract(
+        self, tenant_id: str, session_id: str, pending: list[Event], data: dict[str, JSONValue]
+    ) -> list[Event]:
+        changes = await self.extractor.extract(events=pending, state=data)
+        if not changes:
+            return []
+        last = pending[-1].seq
+        result = await self.store.append(
+            tenant_id=tenant_id,
+            session_id=session_id,
+            branch=self.branch,
+            events=[
+                NewEvent(kind="state", data={**c.to_data(), "batch_upto": last}) for c in changes
+            ],
+            idempotency_key=f"state-{self.branch}-{pending[0].seq}-{last}",
+        )
+        return list(result.events)
