@@ -2,9 +2,9 @@
 
 import sys
 
-from chatstate.bench import context, store
+from chatstate.bench import context, peers, store
 
-BENCHES = {"store": store.main, "context": context.main}
+BENCHES = {"store": store.main, "context": context.main, "peers": peers.main}
 
 
 def main() -> int:

@@ -18,7 +18,7 @@ from collections.abc import Callable, Coroutine, Sequence
 from importlib import metadata
 from urllib.parse import urlsplit
 
-from chatstate.cli import _build, _commands, _migrate, _serve, _sessions
+from chatstate.cli import _build, _commands, _eval, _migrate, _serve, _sessions
 from chatstate.cli._commands import Context
 from chatstate.cli._errors import CliError
 from chatstate.errors import ChatstateError, SessionNotFound
@@ -138,6 +138,10 @@ def build_parser() -> argparse.ArgumentParser:
         "--schema", help="PostgreSQL only: the schema that holds chatstate's tables"
     )
     _serve.register(sub, _command)  # serve, keys
+    evals = sub.add_parser("eval", help="measure chatstate on conversation data sets")
+    eval_sub = evals.add_subparsers(dest="evaluation", required=True, metavar="EVALUATION")
+    _eval.add_eval_context(eval_sub, _command)  # eval context
+    _eval.add_bench(sub, _command)  # bench
     return parser
 
 
