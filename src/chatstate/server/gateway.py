@@ -115,6 +115,7 @@ class Gateway:
         self._owners: dict[str, tuple[str, str]] = {}
         self._background: set[asyncio.Task[None]] = set()
         self._stopping = False
+        responses.on_reaped = self._reaped
 
     # -- starting a turn ----------------------------------------------------------------
 
@@ -342,6 +343,13 @@ class Gateway:
             TurnDone(info.tenant, info.session_id, info.branch, info.id, answer.status, seq)
         )
         return seq
+
+    async def _reaped(self, rid: str) -> None:
+        """A reader found this response's producer dead: store its partial answer."""
+        try:
+            await self.store_answer(await self.responses.load(rid))
+        except ChatstateError:
+            log.warning("could not store the partial answer of %s", rid, exc_info=True)
 
     def _after(self, done: TurnDone) -> None:
         hook = self.after_turn

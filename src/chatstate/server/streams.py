@@ -20,7 +20,7 @@ from __future__ import annotations
 
 import asyncio
 import time
-from collections.abc import AsyncIterator, Mapping
+from collections.abc import AsyncIterator, Awaitable, Callable, Mapping
 from contextlib import suppress
 from dataclasses import dataclass
 from datetime import datetime
@@ -87,6 +87,8 @@ class ResponseLog:
         self.local: set[str] = set()
         """Responses whose producer runs in this process (their lease is not checked)."""
         self._wakeups: dict[str, asyncio.Event] = {}
+        self.on_reaped: Callable[[str], Awaitable[None]] | None = None
+        """Called after this process wrote ``incomplete`` for a dead producer."""
 
     # -- writing ------------------------------------------------------------------------
 
@@ -161,6 +163,13 @@ class ResponseLog:
 
     async def info(self, tenant: str, response_id: str) -> ResponseInfo:
         """The response, if it belongs to ``tenant``: 404 otherwise, 410 once expired."""
+        info = await self.load(response_id)
+        if info.tenant != tenant:
+            raise ResponseNotFound(f"response {response_id!r} not found")
+        return info
+
+    async def load(self, response_id: str) -> ResponseInfo:
+        """The response whoever owns it: for the service's own use, never a caller's."""
         try:
             check_id(response_id, "response id")
             session = await self.store.get_session(
@@ -171,11 +180,9 @@ class ResponseLog:
         except (NotFound, ValidationError) as exc:
             raise ResponseNotFound(f"response {response_id!r} not found") from exc
         meta = session.metadata
-        if meta.get("tenant") != tenant:
-            raise ResponseNotFound(f"response {response_id!r} not found")
         return ResponseInfo(
             id=response_id,
-            tenant=tenant,
+            tenant=str(meta.get("tenant")),
             session_id=str(meta.get("session")),
             branch=str(meta.get("branch", "main")),
             model=str(meta.get("model", "")),
@@ -245,7 +252,9 @@ class ResponseLog:
                 checked = time.monotonic()
                 if await self.lease_expired(response_id):
                     message = "the process producing this response stopped"
-                    await self.finish_once(response_id, "incomplete", {"message": message})
+                    reaped = await self.finish_once(response_id, "incomplete", {"message": message})
+                    if reaped and self.on_reaped is not None:
+                        await self.on_reaped(response_id)
                     continue
             with suppress(TimeoutError):
                 await asyncio.wait_for(wakeup.wait(), self.poll_seconds)
