@@ -288,7 +288,7 @@ async def export(
             )
             for event in page:
                 if event.kind in _CHAT_KINDS:
-                    line = json.dumps(to_openai(event), ensure_ascii=False) + "\n"
+                    line = json.dumps(to_openai(event)) + "\n"
                     yield line.encode()
             if len(page) < 1000:
                 return

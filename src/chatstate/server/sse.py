@@ -36,7 +36,7 @@ def sse(record: Record) -> bytes:
 
 
 def _dumps(value: object) -> str:
-    return json.dumps(value, ensure_ascii=False, separators=(",", ":"))
+    return json.dumps(value, separators=(",", ":"))  # ASCII: no U+2028 or NEL in lines
 
 
 @dataclass(slots=True)
