@@ -3,6 +3,8 @@
 from __future__ import annotations
 
 import io
+import re
+import shutil
 import subprocess
 import sys
 from contextlib import redirect_stderr, redirect_stdout
@@ -14,6 +16,8 @@ from chatstate.cli.main import main
 from chatstate.errors import ValidationError
 from chatstate.server import ServerConfig
 from chatstate.server.config import is_loopback
+from helpers.fake_openai import FakeOpenAI
+from test_server_support import server_process
 
 
 def run(*argv: str) -> tuple[int, str, str]:
@@ -66,3 +70,25 @@ def test_settings_from_file_env_and_flags(tmp_path: Path) -> None:
         ServerConfig.load({"port": "eighty"}, env={})
     assert is_loopback("127.0.0.2") and is_loopback("::1") and is_loopback("localhost")
     assert not is_loopback("0.0.0.0") and not is_loopback("example.org")  # noqa: S104
+
+
+@pytest.mark.skipif(shutil.which("curl") is None, reason="curl is not installed")
+def test_the_curl_examples_in_the_docs_work_as_written(tmp_path: Path) -> None:
+    doc = (Path(__file__).parents[1] / "docs" / "server.md").read_text()
+    block = re.search(r"These work as written.*?```sh\n(.*?)```", doc, re.S)
+    assert block is not None
+    with (
+        FakeOpenAI() as fake,
+        server_process(
+            f"sqlite:///{tmp_path / 'doc.db'}", fake.base_url, tmp_path / "server.log"
+        ) as server,
+    ):
+        script = "set -euo pipefail\n" + block.group(1).replace(
+            "localhost:8080", f"127.0.0.1:{server.port}"
+        ).replace("curl -s", "curl -sf")
+        done = subprocess.run(
+            ["bash", "-c", script], capture_output=True, text=True, timeout=60, check=False
+        )
+    assert done.returncode == 0, done.stderr
+    assert '"content": "My order 1234 never arrived."' in done.stdout
+    assert '"manifest"' in done.stdout

@@ -78,7 +78,7 @@ async def serve(ctx: Context, args: argparse.Namespace) -> int:
 
     async with opened(ctx, config.database_url) as store:
         try:
-            await decide_dev_mode(config, KeyRing(store))
+            await decide_dev_mode(config, KeyRing(store), announce=False)
         except StartupRefused as exc:
             raise UsageError(str(exc)) from exc
     ctx.err.write(f"chatstate serving on http://{config.host}:{config.port}\n")

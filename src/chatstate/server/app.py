@@ -40,7 +40,7 @@ class StartupRefused(Exception):
     """The server must not start as configured (keys missing on a public interface)."""
 
 
-async def decide_dev_mode(config: ServerConfig, keys: KeyRing) -> bool:
+async def decide_dev_mode(config: ServerConfig, keys: KeyRing, *, announce: bool = True) -> bool:
     """Development mode (no keys needed) only with no keys and a loopback host."""
     if config.dev_mode is not None:
         return config.dev_mode
@@ -51,11 +51,12 @@ async def decide_dev_mode(config: ServerConfig, keys: KeyRing) -> bool:
             f"no API keys exist and {config.host} is not a loopback address: create one with "
             "`chatstate keys create --tenant T --scopes read,write` or bind to 127.0.0.1"
         )
-    log.warning(
-        "no API keys: serving as a single-tenant development instance (tenant 'default') "
-        "on %s only; `chatstate keys create` turns authentication on",
-        config.host,
-    )
+    if announce:
+        log.warning(
+            "no API keys: serving as a single-tenant development instance (tenant 'default') "
+            "on %s only; `chatstate keys create` turns authentication on",
+            config.host,
+        )
     return True
 
 
