@@ -296,3 +296,25 @@ async def test_upstream_failure_is_reported_and_the_session_goes_on() -> None:
             assert ok.choices[0].message.content == "recovered"
             await client.close()
             assert [e["content"] for e in await r.log("s1")] == ["a", "b", "c", "recovered"]
+
+
+async def test_shutdown_marks_running_streams_incomplete() -> None:
+    reply = " ".join(WORDS * 4)
+    with FakeOpenAI(reply, chunk_delay=0.05) as fake:
+        async with rig(fake) as r:
+            body = {
+                "model": "m",
+                "stream": True,
+                "session_id": "s1",
+                "messages": [{"role": "user", "content": "go"}],
+            }
+            async with httpx.AsyncClient(base_url=r.live.base_url, headers=r.headers) as c:
+                stream = await open_stream(c, body)
+                await stream.data(3)
+                await r.live.app.state.services.gateway.aclose(grace=0.0)
+                rest = await stream.rest()
+                assert rest.count("event: incomplete") == 1
+                await stream.response.aclose()
+            answer = (await r.log("s1"))[-1]
+            assert answer["data"]["chatstate"]["status"] == "incomplete"
+            assert reply.startswith(answer["content"])
