@@ -43,6 +43,8 @@ class Context:
     err: TextIO
     width: int = 100
     config: StoreConfig = field(default_factory=StoreConfig)
+    cache_url: str | None = None
+    """A Redis URL for the hot tier in front of the database, or ``None``."""
 
 
 @asynccontextmanager
@@ -50,7 +52,7 @@ async def opened(ctx: Context, url: str | None = None) -> AsyncIterator[Store]:
     """The store at ``url`` (default: the context's), closed on the way out."""
     url = url or ctx.database_url
     try:
-        store = await open_store(url, config=ctx.config)
+        store = await open_store(url, cache_url=ctx.cache_url, config=ctx.config)
     except ModuleNotFoundError as exc:  # a backend module this install does not have
         raise CliError(f"cannot open {redact(url)}: module {exc.name!r} is missing") from exc
     try:

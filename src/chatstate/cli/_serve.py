@@ -30,7 +30,6 @@ def register(sub: argparse._SubParsersAction[argparse.ArgumentParser], command: 
     serve_cmd = command(sub, "serve", serve, "run the HTTP API and the chat gateway")
     serve_cmd.add_argument("--host", help="interface (default 127.0.0.1)")
     serve_cmd.add_argument("--port", type=int, help="port (default 8080)")
-    serve_cmd.add_argument("--redis-url", metavar="URL", help="Redis hot tier in front")
     serve_cmd.add_argument(
         "--upstream-base-url",
         metavar="URL",
@@ -60,7 +59,7 @@ def _config(ctx: Context, args: argparse.Namespace) -> ServerConfig:
         "database_url": ctx.database_url,
         "host": args.host,
         "port": args.port,
-        "redis_url": args.redis_url,
+        "redis_url": ctx.cache_url,
         "upstream_base_url": args.upstream_base_url,
         "workers": args.workers,
         "context_budget": args.context_budget,

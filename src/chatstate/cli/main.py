@@ -45,6 +45,12 @@ def _common() -> argparse.ArgumentParser:
         help=f"where sessions live (default: $CHATSTATE_DATABASE_URL, else {DEFAULT_DATABASE_URL})",
     )
     group.add_argument(
+        "--redis-url",
+        metavar="URL",
+        default=argparse.SUPPRESS,
+        help="Redis hot tier in front of the database (default: $CHATSTATE_REDIS_URL, else none)",
+    )
+    group.add_argument(
         "--tenant",
         default=argparse.SUPPRESS,
         help=f"tenant id (default: $CHATSTATE_TENANT, else {DEFAULT_TENANT!r})",
@@ -164,6 +170,7 @@ def _context(args: argparse.Namespace) -> Context:
         out=sys.stdout,
         err=sys.stderr,
         width=min(shutil.get_terminal_size((100, 24)).columns, 120),
+        cache_url=getattr(args, "redis_url", None) or os.environ.get("CHATSTATE_REDIS_URL"),
     )
 
 
