@@ -255,3 +255,23 @@ def test_budget_is_never_exceeded(
 def test_estimator_never_undercounts_english() -> None:
     text = " ".join(f"word{i} and some more text, numbers 48213" for i in range(200))
     assert EstimateCounter().count(text) >= COUNT(text)
+
+
+def test_partial_answers_are_marked_as_such() -> None:
+    cut = NewEvent(
+        kind="message",
+        role="assistant",
+        content="The refund will be",
+        data={"chatstate": {"status": "incomplete", "response_id": "r1"}},
+    )
+    events = [
+        ev(1, NewEvent.message("user", "refund?")),
+        ev(2, cut),
+        ev(3, NewEvent.message("user", "go on")),
+    ]
+    out = assemble(ContextRequest(model="gpt-4o", budget=2000, tail=events), POLICY, COUNT)
+    sent = [m for m in out.messages if m["role"] == "assistant"]
+    assert sent[0]["content"] == (
+        "The refund will be\n\n[This reply was cut off before it finished (incomplete).]"
+    )
+    assert out.manifest.used == tokens_of(out.messages)

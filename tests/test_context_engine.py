@@ -211,3 +211,15 @@ async def test_tool_results_are_paired_when_written(store: SQLiteStore) -> None:
     with pytest.raises(ValidationError):  # answered twice
         await engine.append("s", [result], tenant_id=T)
     assert len(await store.read(tenant_id=T, session_id="s")) == 3
+
+
+async def test_forget_drops_what_the_engine_holds(store: SQLiteStore) -> None:
+    engine = ContextEngine(store, summariser=JoiningSummariser())
+    await store.create_session(tenant_id=T, session_id="s")
+    await chat(engine, "s", 40, first="my secret code is 998877")
+    await engine.build("s", "what was my secret code 998877?", tenant_id=T, budget=1500)
+    assert engine._indexes and engine._prefixes
+    await store.delete_session(tenant_id=T, session_id="s")
+    await engine.forget(T, "s")
+    assert not engine._indexes and not engine._prefixes
+    assert not engine._tasks

@@ -24,7 +24,7 @@ from dataclasses import dataclass
 from chatstate.context.manifest import Manifest, RetrievedTurn, SummaryUse
 from chatstate.context.text import event_text
 from chatstate.context.tokens import MESSAGE_OVERHEAD, REPLY_OVERHEAD
-from chatstate.context.turns import Turn, group_turns
+from chatstate.context.turns import Turn, group_turns, partial_note
 from chatstate.errors import TooLarge, ValidationError
 from chatstate.model import Event, JSONValue, NewEvent
 from chatstate.openai_format import to_openai
@@ -148,7 +148,7 @@ def assemble(
         body.append(_system(text))
         draft.sections["retrieved"] = count(text) + MESSAGE_OVERHEAD
     for turn in recent:
-        body += [to_openai(e, include_extra=False) for e in turn.events]
+        body += [_chat_message(e) for e in turn.events]
     draft.sections["recent"] = spent
 
     verbatim = tuple(e.seq for t in recent for e in t.events)
@@ -285,6 +285,15 @@ _HEADER = "Earlier messages relevant to the current one:"
 
 def _header_cost(count: Callable[[str], int]) -> int:
     return count(_HEADER) + MESSAGE_OVERHEAD
+
+
+def _chat_message(event: Event) -> Message:
+    message = to_openai(event, include_extra=False)
+    note = partial_note(event)
+    if note:
+        content = message.get("content")
+        message["content"] = (content if isinstance(content, str) else "") + note
+    return message
 
 
 def _excerpts(picked: list[tuple[Turn, float]]) -> str:

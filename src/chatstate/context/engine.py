@@ -439,6 +439,20 @@ class ContextEngine:
             after = page[-1].seq
         return out
 
+    async def forget(self, tenant_id: str, session_id: str) -> None:
+        """Drop everything this engine holds in memory about a session (its retrieval
+        indexes, prefix hashes, pending compactions): call it when the session is deleted,
+        so no erased text lingers in the process."""
+        for key in [k for k in self._indexes if k[:2] == (tenant_id, session_id)]:
+            del self._indexes[key]
+        for pkey in [k for k in self._prefixes if k[:2] == (tenant_id, session_id)]:
+            del self._prefixes[pkey]
+        doomed = [t for k, t in self._tasks.items() if k[:2] == (tenant_id, session_id)]
+        for task in doomed:
+            task.cancel()
+        if doomed:
+            await asyncio.gather(*doomed, return_exceptions=True)
+
     async def drain(self) -> None:
         """Wait for the compactions scheduled so far (tests, shutdown)."""
         while self._tasks:

@@ -24,7 +24,7 @@ from chatstate.context.text import event_text
 from chatstate.context.tokens import MESSAGE_OVERHEAD
 from chatstate.model import Event
 
-__all__ = ["Exclusion", "Turn", "group_turns", "message_tokens"]
+__all__ = ["Exclusion", "Turn", "group_turns", "message_tokens", "partial_note"]
 
 _CHAT_KINDS = frozenset({"message", "tool_call", "tool_result"})
 
@@ -57,13 +57,32 @@ class Exclusion:
     reason: str
 
 
+_PARTIAL = frozenset({"cancelled", "incomplete", "error"})
+
+
+def partial_note(event: Event) -> str:
+    """The note sent after an answer that was cut off (stopped, or its producer died), so
+    the model does not take it for a complete reply; ``""`` for a complete one.
+
+    The gateway marks such answers with ``data["chatstate"]["status"]``.
+    """
+    meta = event.data.get("chatstate")
+    status = meta.get("status") if isinstance(meta, dict) else None
+    if event.role != "assistant" or status not in _PARTIAL:
+        return ""
+    return f"\n\n[This reply was cut off before it finished ({status}).]"
+
+
 def message_tokens(event: Event, count: Callable[[str], int], *, stored: bool = True) -> int:
     """Tokens one event costs as a chat message: its stored count if any (and ``stored``),
-    else counted."""
+    else counted; plus the partial-answer note when there is one."""
     if stored and event.token_count is not None:
         body = event.token_count
     else:
         body = count(event_text(event))
+    note = partial_note(event)
+    if note:
+        body += count(note)
     return body + MESSAGE_OVERHEAD + (1 if event.name else 0)
 
 

@@ -378,7 +378,9 @@ class Gateway:
         await self.store_answer(info)
 
     async def forget(self, tenant: str, session_id: str) -> None:
-        """Stop this process's producers of a deleted session."""
+        """Stop this process's producers of a deleted session and drop what the context
+        engine keeps in memory about it (erasure reaches every tier)."""
+        await self.engine.forget(tenant, session_id)
         doomed = [
             task
             for rid, task in self._tasks.items()
