@@ -14,7 +14,7 @@ README = Path(__file__).resolve().parent.parent / "README.md"
 def test_readme_starts_with_the_two_commands() -> None:
     text = README.read_text()
     head = text[: text.index("## Use it from Python")]
-    assert "chatstate demo" in head
+    assert "chatstate serve" in head
     assert "bash scripts/check" in head
 
 
