@@ -8,7 +8,7 @@ shape the context engine pins (:func:`chatstate.context.pinned.render_state`)::
     {
       "schema": 1,
       "goal": "get a refund for torn boots", "goal_seq": 2,
-      "facts": {"order_number": {"value": "NW-48231", "seq": 6, "at": "...",
+      "facts": {"order_number": {"value": "NW-48231", "seq": 6, "last_seq": 6, "at": "...",
                                  "confidence": 0.9, "source": "rules", "role": "user",
                                  "pinned": false,
                                  "history": [{"value": "NW-48213", "seq": 2, "at": "...",
@@ -209,6 +209,8 @@ class Fact:
     key: str
     value: str
     seq: int | None
+    """The event that set the current value."""
+    last_seq: int | None
     at: str | None
     confidence: float
     source: str
@@ -260,6 +262,7 @@ def facts_of(doc: Mapping[str, JSONValue]) -> dict[str, Fact]:
             key=key,
             value=str(entry["value"]),
             seq=_int(entry.get("seq")),
+            last_seq=_int(entry.get("last_seq")) or _int(entry.get("seq")),
             at=_str(entry.get("at")),
             confidence=float(confidence) if isinstance(confidence, int | float) else 1.0,
             source=_str(entry.get("source")) or "api",

@@ -9,9 +9,10 @@ on one turn cannot corrupt the document.
 Rules:
 
 * ``set_fact`` to a new value moves the old one into the fact's ``history`` (reason
-  ``update``); ``correct_fact`` does the same with reason ``correction`` (and, for a fact
-  never seen, records the ``previous`` value the speaker said was wrong). The history
-  keeps the newest :data:`MAX_HISTORY` entries. ``delete_fact`` forgets a fact entirely.
+  ``update``); to the value it has, it only moves ``last_seq`` (stated again).
+  ``correct_fact`` does the same with reason ``correction`` (and, for a fact never seen,
+  records the ``previous`` value the speaker said was wrong). The history keeps the
+  newest :data:`MAX_HISTORY` entries. ``delete_fact`` forgets a fact entirely.
 * ``add_commitment`` adds one (id ``c<seq>``, or ``c<seq>-<n>`` for later ones from the
   same event), unless an entry with that id or the same text and topic is in force.
 * ``set_commitment`` changes a commitment's status (and, with a value, its text: the
@@ -35,6 +36,7 @@ __all__ = [
     "MAX_QUESTIONS",
     "apply",
     "apply_all",
+    "apply_in_place",
     "change_of",
     "empty_state",
     "rebuild_state",
@@ -128,7 +130,10 @@ def _set_fact(facts: dict[str, JSONValue], change: Change) -> None:
         if isinstance(old, str) and normalise_value(old) == normalise_value(value):
             if change.pinned is not None:
                 entry["pinned"] = change.pinned
-            return  # the same value again: nothing to record
+            last = entry.get("last_seq")
+            if change.seq is not None and (not isinstance(last, int) or change.seq > last):
+                entry["last_seq"] = change.seq  # stated again: still current
+            return  # the same value again: no history to record
         kept = entry.get("history")
         history = list(kept) if isinstance(kept, list) else []
         if isinstance(old, str):
@@ -155,6 +160,7 @@ def _set_fact(facts: dict[str, JSONValue], change: Change) -> None:
     facts[key] = {
         "value": value,
         "seq": change.seq,
+        "last_seq": change.seq,
         "at": change.at,
         "confidence": change.confidence,
         "source": change.source,
@@ -197,6 +203,13 @@ def _add_commitment(commitments: list[JSONValue], change: Change) -> None:
                 break
         else:
             del commitments[0]
+
+
+def apply_in_place(doc: Doc, changes: Iterable[Change]) -> None:
+    """Apply ``changes`` to ``doc`` itself (a document from :func:`empty_state` or one of
+    this module's functions): for loops that fold many changes into a private copy."""
+    for change in changes:
+        _apply(doc, change)
 
 
 def apply_all(doc: Mapping[str, JSONValue], changes: Iterable[Change]) -> Doc:

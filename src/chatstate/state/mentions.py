@@ -57,7 +57,7 @@ class Mention:
 
 _ID = re.compile(
     r"\b(?P<label>" + "|".join(sorted(ID_LABELS, key=len, reverse=True)) + r")"
-    r"(?P<noun>\s+(?:number|no\.?|num|id|code)|\s*#)?"
+    r"(?P<noun>\s+(?:number|no\.?|num|id|code|reference|ref)|\s*#)?"
     r"(?:\s*(?:is|was|:|=|reads|should be|of))*\s*[:#]?\s*"
     r"(?P<value>[A-Za-z0-9][A-Za-z0-9-]*[A-Za-z0-9]|\d)(?![\w@-])",
     _I,
@@ -89,6 +89,11 @@ _MODIFIER = re.compile(
 _GENERIC_NOUNS = frozenset(
     "name number id code address email date city country plan model size budget language "
     "username color colour handle team department role title school company".split()
+)
+_PERSONAL_ID = re.compile(
+    r"\b(?P<label>zip(?: ?code)?|post ?code|postal code|date of birth|dob|birthday)"
+    r"(?:\s*(?:is|:|=))?\s+(?P<value>[A-Za-z0-9][A-Za-z0-9/.-]*(?: [A-Za-z0-9/.-]+){0,2})",
+    _I,
 )
 _CALL_ME = re.compile(
     r"\b(?:call me|i go by|you can call me)\s+(?!at\b|back\b|on\b|later\b|when\b|if\b|asap\b)"
@@ -123,7 +128,7 @@ _PARTY = re.compile(
     + _N
     + r"\b|"
     + _N.replace("<n>", "<m>")
-    + r"\s+(?:people|persons|guests|adults|passengers|of us)\b)",
+    + r"\s+(?:people|persons|guests|adults|passengers|of us|tickets?|seats?)\b)",
     _I,
 )
 _NIGHTS = re.compile(_N + r"\s+nights?\b", _I)
@@ -174,79 +179,103 @@ def _accept_my(key: str | None, label: str, value: str) -> tuple[str, str] | Non
     return key, value
 
 
+class _Found:
+    """Mentions found so far; a later rule never claims text an earlier one took."""
+
+    def __init__(self, text: str) -> None:
+        self.text = text
+        self.items: list[Mention] = []
+        self._taken: list[tuple[int, int]] = []
+
+    def add(
+        self, key: str, value: str, span: tuple[int, int], *, labelled: bool, conf: float
+    ) -> None:
+        start, end = span
+        if all(end <= a or start >= b for a, b in self._taken):
+            self.items.append(Mention(key, value, start, end, labelled, conf))
+            self._taken.append((start, end))
+
+    def identifiers(self, role: str) -> None:
+        for m in _ID.finditer(self.text):
+            value = m.group("value").strip("-")
+            key = ID_LABELS[m.group("label").lower()]
+            short = len(value) < 4 and not m.group("noun")
+            if (
+                short
+                or not any(c.isdigit() for c in value)
+                or _UNIT_AFTER.match(self.text, m.end())
+            ):
+                continue
+            if role == "assistant" and key not in ISSUED_KEYS:
+                continue
+            self.add(key, value, m.span("value"), labelled=True, conf=0.9)
+
+    def personal(self) -> None:
+        text = self.text
+        for m in _EMAIL.finditer(text):
+            self.add("email", m.group(0), m.span(), labelled=False, conf=0.95)
+        for m in _PERSONAL_ID.finditer(text):
+            value = _cut_value(m.group("value"))
+            value = " ".join(w for w in value.split() if any(c.isdigit() for c in w) or w.isupper())
+            key = LABELS.get(m.group("label").lower().replace("zipcode", "zip code"), "postcode")
+            if value and any(c.isdigit() for c in value):
+                start = m.start("value")
+                self.add(key, value, (start, start + len(value)), labelled=True, conf=0.85)
+        for m in _MY.finditer(text):
+            label = _MODIFIER.sub("", m.group("label").strip().rstrip("."))
+            if label.lower().startswith(("old ", "previous ", "former ")):
+                continue
+            value = _cut_value(m.group("value"))
+            accepted = _accept_my(LABELS.get(label.lower()), label, value)
+            if accepted is not None and accepted[0] not in ID_LABELS.values():
+                start = m.start("value")
+                self.add(*accepted, (start, start + len(value)), labelled=True, conf=0.85)
+        for m in _CALL_ME.finditer(text):
+            self.add("preferred_name", m.group("value"), m.span(), labelled=True, conf=0.8)
+
+    def amounts_and_times(self) -> None:
+        text = self.text
+        for m in _AMOUNT.finditer(text):
+            before = text[max(0, m.start() - 40) : m.start()]
+            key = next((k for p, k in _AMOUNT_KEYS if p.search(before)), "amount")
+            self.add(key, m.group(0).strip(), m.span(), labelled=False, conf=0.7)
+        for m in _TIME.finditer(text):
+            before = text[max(0, m.start() - 25) : m.start()].lower()
+            key = "arrive_by" if "arriv" in before else "time"
+            key = "leave_at" if re.search(r"leav|depart", before) else key
+            self.add(key, m.group("t"), m.span("t"), labelled=False, conf=0.6)
+
+    def bookings(self) -> None:
+        text = self.text
+        for m in _PARTY.finditer(text):
+            n = m.group("n") or m.group("m")
+            self.add(
+                "party_size", _NUMBER_WORDS.get(n.lower(), n), m.span(), labelled=True, conf=0.8
+            )
+        for m in _NIGHTS.finditer(text):
+            n = m.group("n")
+            self.add("nights", _NUMBER_WORDS.get(n.lower(), n), m.span(), labelled=True, conf=0.8)
+        days = {d.lower() for d in _WEEKDAY.findall(text)}
+        first = _WEEKDAY.search(text)
+        if len(days) == 1 and first is not None:
+            self.add("day", first.group(1).lower(), first.span(), labelled=False, conf=0.6)
+
+    def phones(self) -> None:
+        for m in _PHONE.finditer(self.text):
+            digits = sum(c.isdigit() for c in m.group(0))
+            around = self.text[max(0, m.start() - 60) : m.end() + 10]
+            shaped = m.group(0).startswith(("+", "("))
+            if 7 <= digits <= 15 and (shaped or _PHONE_CUE.search(around)):
+                self.add("phone", m.group(0).strip(), m.span(), labelled=False, conf=0.75)
+
+
 def fact_mentions(text: str, *, role: str) -> list[Mention]:
     """The facts ``text`` states, in order of position (see the module docstring)."""
-    found: list[Mention] = []
-    taken: list[tuple[int, int]] = []
-
-    def free(start: int, end: int) -> bool:
-        return all(end <= a or start >= b for a, b in taken)
-
-    def add(key: str, value: str, start: int, end: int, *, labelled: bool, conf: float) -> None:
-        if free(start, end):
-            found.append(Mention(key, value, start, end, labelled, conf))
-            taken.append((start, end))
-
-    for m in _ID.finditer(text):
-        value = m.group("value").strip("-")
-        key = ID_LABELS[m.group("label").lower()]
-        short = len(value) < 4 and not m.group("noun")
-        if short or not any(c.isdigit() for c in value) or _UNIT_AFTER.match(text, m.end()):
-            continue
-        if role == "assistant" and key not in ISSUED_KEYS:
-            continue
-        add(key, value, m.start("value"), m.end("value"), labelled=True, conf=0.9)
-    if role != "user":
-        return sorted(found, key=lambda f: f.start)
-    for m in _EMAIL.finditer(text):
-        add("email", m.group(0), m.start(), m.end(), labelled=False, conf=0.95)
-    for m in _MY.finditer(text):
-        label = _MODIFIER.sub("", m.group("label").strip().rstrip("."))
-        if label.lower().startswith(("old ", "previous ", "former ")):
-            continue
-        value = _cut_value(m.group("value"))
-        accepted = _accept_my(LABELS.get(label.lower()), label, value)
-        if accepted is not None and accepted[0] not in ID_LABELS.values():
-            start = m.start("value")
-            add(accepted[0], accepted[1], start, start + len(value), labelled=True, conf=0.85)
-    for m in _CALL_ME.finditer(text):
-        add("preferred_name", m.group("value"), m.start(), m.end(), labelled=True, conf=0.8)
-    for m in _AMOUNT.finditer(text):
-        before = text[max(0, m.start() - 40) : m.start()]
-        key = next((k for p, k in _AMOUNT_KEYS if p.search(before)), "amount")
-        add(key, m.group(0).strip(), m.start(), m.end(), labelled=False, conf=0.7)
-    for m in _TIME.finditer(text):
-        before = text[max(0, m.start() - 25) : m.start()].lower()
-        key = (
-            "arrive_by"
-            if "arriv" in before
-            else "leave_at"
-            if re.search(r"leav|depart", before)
-            else "time"
-        )
-        add(key, m.group("t"), m.start("t"), m.end("t"), labelled=False, conf=0.6)
-    for m in _PARTY.finditer(text):
-        n = m.group("n") or m.group("m")
-        add(
-            "party_size",
-            _NUMBER_WORDS.get(n.lower(), n),
-            m.start(),
-            m.end(),
-            labelled=True,
-            conf=0.8,
-        )
-    for m in _NIGHTS.finditer(text):
-        n = m.group("n")
-        add("nights", _NUMBER_WORDS.get(n.lower(), n), m.start(), m.end(), labelled=True, conf=0.8)
-    days = {d.lower() for d in _WEEKDAY.findall(text)}
-    if len(days) == 1:
-        m2 = _WEEKDAY.search(text)
-        if m2 is not None:
-            add("day", m2.group(1).lower(), m2.start(), m2.end(), labelled=False, conf=0.6)
-    for m in _PHONE.finditer(text):
-        digits = sum(c.isdigit() for c in m.group(0))
-        sentence = text[max(0, m.start() - 60) : m.end() + 10]
-        shaped = m.group(0).startswith(("+", "("))
-        if 7 <= digits <= 15 and (shaped or _PHONE_CUE.search(sentence)):
-            add("phone", m.group(0).strip(), m.start(), m.end(), labelled=False, conf=0.75)
-    return sorted(found, key=lambda f: f.start)
+    found = _Found(text)
+    found.identifiers(role)
+    if role == "user":
+        found.personal()
+        found.amounts_and_times()
+        found.bookings()
+        found.phones()
+    return sorted(found.items, key=lambda f: f.start)

@@ -9,7 +9,10 @@
 * :func:`constraints`: constraints a user set (``don't call me``, ``it must be
   vegetarian``, ``under $500``), kept as commitments of topic ``constraint``.
 * :func:`denials`: sentences that deny a topic (``we don't offer refunds``, ``there is
-  no booking under your name``): the contradiction detector's half of this vocabulary.
+  no booking under your name``): the contradiction detector's half of this vocabulary;
+  :func:`denials_of` does the same for the words of one commitment (:func:`anchors`),
+  for commitments outside the fixed topics (``I've extended your checkout`` is denied by
+  ``late checkout isn't available``).
 """
 
 from __future__ import annotations
@@ -20,7 +23,7 @@ from typing import Literal
 
 from chatstate.state.vocab import TOPICS, sentences, topic_of
 
-__all__ = ["Promise", "constraints", "denials", "promises", "reversals"]
+__all__ = ["Promise", "anchors", "constraints", "denials", "denials_of", "promises", "reversals"]
 
 _I = re.IGNORECASE
 
@@ -36,6 +39,13 @@ _FIRST_PERSON = re.compile(
     r"| am going to|'m going to| are going to|'re going to)*"
     r"(?:\s+(?:just|already|now|gone ahead and|successfully|also|personally|going to))*"
     r"\s+(?P<verb>" + _VERBS + r")\b",
+    _I,
+)
+_PERFECT = re.compile(
+    r"\b(?:i|we)(?:'ve| have)\s+(?:just\s+|already\s+|now\s+|also\s+|gone ahead and\s+)?"
+    r"(?P<verb>(?!(?:checked|looked|found|noticed|seen|reviewed|noted|received|read|understood"
+    r"|been|had|heard|tried|asked|explained|mentioned|said|told|confirmed that)\b)[a-z]+(?:ed|en))"
+    r"\s+(?:your|the|a|an|this|that|it|customer|order|account|membership|reservation|booking)\b",
     _I,
 )
 _PASSIVE = re.compile(
@@ -124,7 +134,11 @@ def promises(text: str) -> list[Promise]:
         if match:
             verb = match.group("verb") or "book"
         else:
-            match = _FIRST_PERSON.search(sentence) or _PASSIVE.search(sentence)
+            match = (
+                _FIRST_PERSON.search(sentence)
+                or _PASSIVE.search(sentence)
+                or _PERFECT.search(sentence)
+            )
             if match is None or _NEGATED.search(sentence[: match.end()]):
                 continue
             verb = match.group("verb")
@@ -175,4 +189,45 @@ def denials(text: str) -> list[tuple[str, str]]:
             else:
                 continue
             break
+    return out
+
+
+_GENERIC = frozenset(
+    "about after again also account before business could customer details email emailed "
+    "every further hours information minutes number order please reference request "
+    "should still their there thank thanks these those today tomorrow until which while "
+    "within would charge charged price cost costs extra free right sorry great happy "
+    "member membership there's you're we've i've we'll i'll under above below between "
+    "through during without against among across behind beyond since around other another "
+    "being having going doing making".split()
+)
+_DENY_NEAR = re.compile(
+    r"(?:\bno\b|\bnot\b|\bnever\b|n't\b|\bcannot\b|\bunable to\b|\bno such\b)"
+    r"(?:\s+[\w'-]+){0,2}?\s+$",
+    _I,
+)
+
+
+def anchors(text: str) -> set[str]:
+    """The distinctive words of a commitment: alphabetic, five letters or more, not generic;
+    compared by their first five letters (``renewed`` matches ``renew``)."""
+    return {w[:5] for w in re.findall(r"[a-z][a-z']+", text.lower()) if len(w) >= 5} - {
+        g[:5] for g in _GENERIC
+    }
+
+
+def denials_of(text: str, words: set[str]) -> list[str]:
+    """The sentences of ``text`` that negate one of ``words`` (as :func:`anchors` gives)."""
+    out: list[str] = []
+    for sentence in sentences(text):
+        if sentence.endswith("?"):
+            continue
+        clean = _HARMLESS.sub(" ", sentence)
+        for hit in re.finditer(r"[A-Za-z][A-Za-z']+", clean):
+            if len(hit.group(0)) < 5 or hit.group(0).lower()[:5] not in words:
+                continue
+            before, after = clean[: hit.start()], clean[hit.end() :]
+            if _DENY_NEAR.search(before) or _DENY_AFTER.match(after):
+                out.append(_clip(sentence))
+                break
     return out

@@ -48,9 +48,10 @@ _UNLABELLED = re.compile(
     _I,
 )
 _GOAL = re.compile(
-    r"\b(?:i(?:'d| would) like to|i want to|i need to|i(?:'m| am) trying to"
-    r"|i(?:'m| am) looking (?:for|to)|(?:can|could) you help me(?: with| to)?|help me(?: to)?"
-    r"|i need (?:a|an|some|help with)|i(?:'d| would) like (?:a|an|some))"
+    r"\b(?:i(?:'d| would)(?: also| now)? like to|i(?: also| now)? want to|i(?: also| now)? need to"
+    r"|i(?:'m| am)(?: also| now)? trying to|i(?:'m| am)(?: also| now| just)? looking (?:for|to)"
+    r"|(?:can|could) you(?: also)? help me(?: with| to)?|help me(?: to)?"
+    r"|i(?: also| now)? need (?:a|an|some|help with)|i(?:'d| would)(?: also)? like (?:a|an|some))"
     r"\s+(?P<goal>[^.?!\n]{3,120})",
     _I,
 )
@@ -76,6 +77,14 @@ def spoken_text(event: Event) -> str:
     if event.kind == "tool_call":
         return event_text(replace(event, tool_calls=()))
     return event_text(event)
+
+
+def _said_fact(change: Change) -> Fact:
+    return Fact(
+        key=str(change.key), value=str(change.value), seq=change.seq, last_seq=change.seq,
+        at=change.at, confidence=change.confidence, source=change.source, role=change.role,
+        pinned=False, history=(),
+    )  # fmt: skip
 
 
 def _content(text: str) -> set[str]:
@@ -137,7 +146,11 @@ class RuleExtractor:
         for mention in mentions:
             out.append(self._fact_change(mention, facts, correcting, previous, seq, at))
         if correcting and not any(c.op == "correct_fact" for c in out):
-            out += self._unlabelled_correction(text, facts, mentions, previous, seq, at)
+            # the value corrected may have been given earlier in this very message
+            said = {c.key: replace(facts[c.key], value=str(c.value)) if c.key in facts else
+                    _said_fact(c) for c in out if c.key}  # fmt: skip
+            candidates = {**facts, **said}
+            out += self._unlabelled_correction(text, candidates, mentions, previous, seq, at)
         for n, text_ in enumerate(constraints(text), start=1):
             cid = f"c{seq}" if n == 1 else f"c{seq}-{n}"
             out.append(
@@ -218,7 +231,7 @@ class RuleExtractor:
         at: str | None,
     ) -> list[Change]:
         """``actually it's NW-48231``: file the value on the fact it most resembles."""
-        taken = {m.value.lower() for m in mentions}
+        taken = {m.value.lower() for m in mentions} - {f.value.lower() for f in current.values()}
         for match in _UNLABELLED.finditer(text):
             value = match.group("value").rstrip(".")
             if value.lower() in taken or (
@@ -227,6 +240,8 @@ class RuleExtractor:
                 continue
             best, score = None, 0.0
             for key, fact in current.items():
+                if normalise_value(fact.value) == normalise_value(value):
+                    continue  # the value itself, not a correction of it
                 if previous and normalise_value(fact.value) == normalise_value(
                     previous.group("old")
                 ):

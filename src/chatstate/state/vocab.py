@@ -56,6 +56,7 @@ ID_LABELS: dict[str, str] = {
     "imei": "imei",
     "vin": "vin",
     "rma": "return_number",
+    "transaction": "transaction_id",
 }
 """Labels that name an identifier (``order NW-48213``, ``account number 48213``)."""
 
@@ -157,7 +158,7 @@ TOPICS: dict[str, re.Pattern[str]] = {
     name: re.compile(pattern, _I)
     for name, pattern in {
         "refund": r"\brefund\w*|\bmoney back\b|\breimburse\w*",
-        "replacement": r"\breplac\w*",
+        "replacement": r"\breplac\w*|\bexchang\w*",
         "escalation": r"\bescalat\w*|\bsupervisor\b|\bspecialist team\b",
         "cancellation": r"\bcancel\w*",
         "booking": r"\bbook(?:ed|ing|ings)?\b|\breserv\w*",
