@@ -99,5 +99,5 @@ def test_the_curl_examples_in_the_docs_work_as_written(
             ["bash", "-c", script], capture_output=True, text=True, timeout=60, check=False
         )
     assert done.returncode == 0, done.stderr
-    assert 'My order 1234 never arrived.' in done.stdout
+    assert "My order 1234 never arrived." in done.stdout
     assert '"manifest"' in done.stdout
