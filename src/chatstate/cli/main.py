@@ -18,7 +18,7 @@ from collections.abc import Callable, Coroutine, Sequence
 from importlib import metadata
 from urllib.parse import urlsplit
 
-from chatstate.cli import _build, _commands, _eval, _migrate, _serve, _sessions
+from chatstate.cli import _build, _commands, _eval, _migrate, _serve, _sessions, _state
 from chatstate.cli._commands import Context
 from chatstate.cli._errors import CliError
 from chatstate.errors import ChatstateError, SessionNotFound
@@ -147,6 +147,7 @@ def build_parser() -> argparse.ArgumentParser:
     evals = sub.add_parser("eval", help="measure chatstate on conversation data sets")
     eval_sub = evals.add_subparsers(dest="evaluation", required=True, metavar="EVALUATION")
     _eval.add_eval_context(eval_sub, _command)  # eval context
+    _state.add_parsers(sub, eval_sub, _command)  # state, health, eval detectors
     _eval.add_bench(sub, _command)  # bench
     return parser
 
