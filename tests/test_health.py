@@ -263,7 +263,8 @@ async def store(tmp_path: Path) -> AsyncIterator[SQLiteStore]:
 
 async def test_stored_state_counts_from_the_message_it_came_from(store: SQLiteStore) -> None:
     """The keeper logs a turn's facts after the turn; a re-ask in that very turn's answer
-    is still caught, and summary loss accepts facts the stored state holds."""
+    is still caught, by the keeper as it records the turn and by the report later; and
+    summary loss accepts facts the stored state holds."""
     await store.create_session(tenant_id="t", session_id="s")
     keeper = StateKeeper(store)
     await store.append(
@@ -284,7 +285,10 @@ async def test_stored_state_counts_from_the_message_it_came_from(store: SQLiteSt
             NewEvent(kind="summary", data={"from_seq": 1, "to_seq": 5, "text": "card question"}),
         ],
     )
-    await keeper.sync("s", tenant_id="t")
+    result = await keeper.sync("s", tenant_id="t")
+    assert [(f.detector, f.seq, f.evidence) for f in result.flags] == [("re_ask", 5, (1, 5))]
+    stored = result.state.data["_health"]
+    assert isinstance(stored, dict) and stored["counts"] == {"re_ask": 1}
     events = await store.read(tenant_id="t", session_id="s", limit=100)
     assert any(e.kind == "state" for e in events)
     report = analyse(events)

@@ -20,7 +20,7 @@ from chatstate.errors import ValidationError
 from chatstate.model import Event, JSONValue, NewEvent
 from chatstate.openai_format import from_openai
 from chatstate.state import Change, StateKeeper, apply, commitments_of, facts_of, rebuild_state
-from chatstate.state.fold import MAX_HISTORY, apply_all
+from chatstate.state.fold import MAX_FACTS, MAX_HISTORY, apply_all
 from chatstate.store.sqlite import SQLiteStore
 
 T = "acme"
@@ -66,6 +66,13 @@ def test_history_is_bounded_and_delete_forgets() -> None:
     fact = facts_of(doc)["k"]
     assert fact.value == f"v{MAX_HISTORY + 4}" and len(fact.history) == MAX_HISTORY
     assert "k" not in facts_of(apply(doc, Change("delete_fact", key="k")))
+
+
+def test_facts_are_bounded_pinned_ones_kept() -> None:
+    pinned = Change("set_fact", key="account", value="1", seq=0, pinned=True)
+    many = [Change("set_fact", key=f"k{i}", value="v", seq=i + 1) for i in range(MAX_FACTS + 50)]
+    facts = facts_of(apply_all({}, [pinned, *many]))
+    assert len(facts) == MAX_FACTS and "account" in facts and "k0" not in facts
 
 
 def test_change_round_trips_and_refuses_nonsense() -> None:

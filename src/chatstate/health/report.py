@@ -40,10 +40,10 @@ from chatstate.health.messages import (
 )
 from chatstate.model import Event, JSONValue
 from chatstate.state.changes import Change, commitments_of, facts_of
-from chatstate.state.fold import apply_in_place, change_of, empty_state
+from chatstate.state.fold import apply_all, apply_in_place, change_of, empty_state
 from chatstate.state.rules import RuleExtractor, spoken_text
 
-__all__ = ["HealthMetrics", "HealthReport", "TurnSignal", "analyse"]
+__all__ = ["HealthMetrics", "HealthReport", "TurnSignal", "analyse", "check_turns"]
 
 _CHAT = frozenset({"message", "tool_call", "tool_result"})
 
@@ -236,6 +236,27 @@ def analyse(
     flags = sweep.finish(budget, manifests or {})
     chosen = tuple(d for d in DETECTORS if d in detectors)
     return _report(flags, sweep.said, sweep.known, sweep.summaries, chosen)
+
+
+def check_turns(
+    events: Sequence[Event], state: Mapping[str, JSONValue], changes: Sequence[Change]
+) -> list[Flag]:
+    """Re-ask and contradiction flags for the assistant messages among ``events`` (the new
+    ones, oldest first): each checked against ``state`` plus the ``changes`` that came
+    from earlier events. What the :class:`~chatstate.state.service.StateKeeper` runs per
+    batch, so a turn's flags are stored when the turn is recorded."""
+    pending = sorted((c for c in changes if c.seq is not None), key=lambda c: c.seq or 0)
+    sweep = _Sweep([], ("re_ask", "contradiction"), len, RuleExtractor())
+    sweep.derived = apply_all(state, [])  # a private copy to fold into
+    sweep.covered = max((e.seq for e in events), default=0)  # extraction is done already
+    index = 0
+    for event in events:
+        while index < len(pending) and (pending[index].seq or 0) < event.seq:
+            apply_in_place(sweep.derived, [pending[index]])
+            index += 1
+        if event.kind in _CHAT and event.role in ("user", "assistant", "tool"):
+            sweep.message(event)
+    return sweep.flags
 
 
 def _span(event: Event) -> SummarySpan | None:

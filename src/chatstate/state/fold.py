@@ -17,7 +17,9 @@ Rules:
   same event), unless an entry with that id or the same text and topic is in force.
 * ``set_commitment`` changes a commitment's status (and, with a value, its text: the
   sentence that fulfilled it); unknown ids are ignored.
-* Open questions keep the newest :data:`MAX_QUESTIONS`.
+* Open questions keep the newest :data:`MAX_QUESTIONS`; facts the :data:`MAX_FACTS` most
+  recently stated (pinned ones always), so the document stays far below the store's
+  size limit however long the session.
 """
 
 from __future__ import annotations
@@ -32,6 +34,7 @@ from chatstate.model import Event, JSONValue
 from chatstate.state.changes import STATE_SCHEMA_VERSION, Change, normalise_value
 
 __all__ = [
+    "MAX_FACTS",
     "MAX_HISTORY",
     "MAX_QUESTIONS",
     "apply",
@@ -45,6 +48,7 @@ __all__ = [
 MAX_HISTORY = 10
 MAX_QUESTIONS = 10
 MAX_COMMITMENTS = 200
+MAX_FACTS = 200
 
 Doc = dict[str, JSONValue]
 _T = TypeVar("_T", dict[str, JSONValue], list[JSONValue])
@@ -168,6 +172,22 @@ def _set_fact(facts: dict[str, JSONValue], change: Change) -> None:
         "pinned": pinned,
         "history": history[-MAX_HISTORY:],
     }
+    if len(facts) > MAX_FACTS:  # forget the least recently stated fact that is not pinned
+        stale = [
+            (_last_seq(e), k)
+            for k, e in facts.items()
+            if isinstance(e, dict) and e.get("pinned") is not True and k != key
+        ]
+        if stale:
+            facts.pop(min(stale)[1])
+
+
+def _last_seq(entry: dict[str, JSONValue]) -> int:
+    for name in ("last_seq", "seq"):
+        value = entry.get(name)
+        if isinstance(value, int) and not isinstance(value, bool):
+            return value
+    return 0
 
 
 def _add_commitment(commitments: list[JSONValue], change: Change) -> None:

@@ -8,9 +8,13 @@ After a turn is appended, ``await keeper.sync(session_id)``, off the request pat
 3. run the extractor over the chat messages no earlier batch covered, and append its
    changes as ``state`` events (``data = {"op": ..., ..., "batch_upto": last seq}``)
    with an idempotency key naming the range, so a retried sync writes them once;
-4. fold them and ``put_state(expected_version=...)``; on ``StateVersionConflict`` start
-   again from 1: the log is the source of truth, so the retry folds whatever the other
-   writer appended and extracts nothing twice (``batch_upto`` marks what was covered).
+4. check each new assistant message for re-asks and contradictions against the state as
+   it stood before it (``monitor=True``, the default), keeping the newest flags and a
+   count per detector under ``_health`` and returning them in :class:`SyncResult`;
+5. fold the changes and ``put_state(expected_version=...)``; on ``StateVersionConflict``
+   start again from 1: the log is the source of truth, so the retry folds whatever the
+   other writer appended and extracts nothing twice (``batch_upto`` marks what was
+   covered).
 
 The explicit API (:meth:`StateKeeper.set_fact`, ``correct_fact``, ``pin_fact``,
 ``delete_fact``, ``add_commitment``, ``set_commitment``, ``delete_commitment``,
@@ -28,12 +32,16 @@ import asyncio
 import logging
 from collections.abc import Sequence
 from dataclasses import dataclass
+from typing import TYPE_CHECKING
 
 from chatstate.errors import ChatstateError, IdempotencyMismatch, StateVersionConflict
 from chatstate.model import Event, JSONValue, NewEvent, StateDoc
 from chatstate.state.changes import Change, CommitmentStatus, Extractor, fact_key
 from chatstate.state.fold import apply_all, change_of, empty_state
 from chatstate.state.rules import RuleExtractor
+
+if TYPE_CHECKING:
+    from chatstate.health.detectors import Flag
 from chatstate.store.protocol import Store
 
 __all__ = ["StateKeeper", "SyncResult"]
@@ -50,6 +58,8 @@ class SyncResult:
     """The changes this call extracted and appended (empty when nothing was new)."""
     state_seqs: tuple[int, ...]
     """Seqs of the ``state`` events this call appended."""
+    flags: tuple[Flag, ...] = ()
+    """Re-ask and contradiction flags of the assistant messages this call examined."""
 
 
 def _int(data: dict[str, JSONValue], name: str) -> int:
@@ -68,8 +78,12 @@ class StateKeeper:
         branch: str = "main",
         max_attempts: int = 8,
         page: int = 500,
+        monitor: bool = True,
     ) -> None:
         self.store = store
+        self.monitor = monitor
+        """Check each new assistant message for re-asks and contradictions and keep the
+        flags in the document (``_health``) and in :attr:`SyncResult.flags`."""
         self.extractor: Extractor = extractor or RuleExtractor()
         self.branch = branch
         self._attempts = max_attempts
@@ -211,6 +225,7 @@ class StateKeeper:
         written: list[Change] = []
         seqs: list[int] = []
         last_error: ChatstateError | None = None
+        flags: list[Flag] = []
         for attempt in range(self._attempts):
             current = await self.store.get_state(tenant_id=tenant_id, session_id=session_id)
             data = dict(current.data) if current.version else empty_state()
@@ -231,17 +246,22 @@ class StateKeeper:
                 except IdempotencyMismatch as exc:  # another keeper wrote this range differently
                     last_error = exc
                     continue
+                batch = [c for e in appended if (c := change_of(e))]
+                if self.monitor:
+                    flags = _check(pending, data, batch)
                 if appended:
-                    written += [c for e in appended if (c := change_of(e))]
+                    written += batch
                     seqs += [e.seq for e in appended]
-                    data = apply_all(data, [c for e in appended if (c := change_of(e))])
+                    data = apply_all(data, batch)
                     events += appended
+            if flags:  # again on a retry: the document was read afresh
+                _record_flags(data, flags)
             if events:
                 data["_upto"] = max(upto, events[-1].seq)
                 if extract:  # every event read was extracted, or covered, or not chat
                     data["_extracted"] = max(extracted, events[-1].seq)
             if data == current.data:
-                return SyncResult(current, tuple(written), tuple(seqs))
+                return SyncResult(current, tuple(written), tuple(seqs), tuple(flags))
             try:
                 doc = await self.store.put_state(
                     tenant_id=tenant_id,
@@ -254,7 +274,7 @@ class StateKeeper:
                 log.debug("state of %s changed under us (attempt %d)", session_id, attempt + 1)
                 await asyncio.sleep(0.005 * (attempt + 1))
                 continue
-            return SyncResult(doc, tuple(written), tuple(seqs))
+            return SyncResult(doc, tuple(written), tuple(seqs), tuple(flags))
         log.warning("state of %s kept changing; gave up after %d tries", session_id, self._attempts)
         raise last_error or ChatstateError("state sync made no attempt")
 
@@ -275,3 +295,39 @@ class StateKeeper:
             idempotency_key=f"state-{self.branch}-{pending[0].seq}-{last}",
         )
         return list(result.events)
+
+
+MAX_STORED_FLAGS = 50
+
+
+def _check(events: list[Event], state: dict[str, JSONValue], changes: list[Change]) -> list[Flag]:
+    # chatstate.health builds on chatstate.state; importing it at module level would make
+    # the two packages import each other.
+    from chatstate.health.report import check_turns  # noqa: PLC0415
+
+    return check_turns(events, state, changes)
+
+
+def _record_flags(data: dict[str, JSONValue], flags: list[Flag]) -> None:
+    """Keep the newest flags and a count per detector under ``_health``."""
+    health = data.get("_health")
+    kept = dict(health) if isinstance(health, dict) else {}
+    stored = kept.get("flags")
+    items: list[JSONValue] = list(stored) if isinstance(stored, list) else []
+    counts = kept.get("counts")
+    totals: dict[str, JSONValue] = dict(counts) if isinstance(counts, dict) else {}
+    seen = {(i.get("detector"), i.get("seq")) for i in items if isinstance(i, dict)}
+    for flag in flags:
+        if (flag.detector, flag.seq) in seen:
+            continue
+        items.append(
+            {
+                "detector": flag.detector,
+                "seq": flag.seq,
+                "evidence": list(flag.evidence),
+                "detail": flag.detail,
+            }
+        )
+        total = totals.get(flag.detector)
+        totals[flag.detector] = (total if isinstance(total, int) else 0) + 1
+    data["_health"] = {"flags": items[-MAX_STORED_FLAGS:], "counts": totals}
