@@ -22,6 +22,7 @@ from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass
 from typing import Literal
 
+from chatstate.model import JSONValue
 from chatstate.state.changes import Commitment, Fact, normalise_value
 from chatstate.state.mentions import fact_mentions, id_tokens
 from chatstate.state.promises import anchors, denials, denials_of
@@ -67,6 +68,14 @@ class Flag:
     evidence: tuple[int, ...]
     """Every seq that backs the flag, ``seq`` included, ascending."""
     detail: str
+
+    def to_dict(self) -> dict[str, JSONValue]:
+        return {
+            "detector": self.detector,
+            "seq": self.seq,
+            "evidence": list(self.evidence),
+            "detail": self.detail,
+        }
 
     @classmethod
     def of(

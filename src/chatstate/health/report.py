@@ -77,15 +77,7 @@ class HealthReport:
         return {
             "score": self.score,
             "counts": {name: self.counts.get(name, 0) for name in self.detectors},
-            "flags": [
-                {
-                    "detector": f.detector,
-                    "seq": f.seq,
-                    "evidence": list(f.evidence),
-                    "detail": f.detail,
-                }
-                for f in self.flags
-            ],
+            "flags": [f.to_dict() for f in self.flags],
             "turns": [
                 {
                     "seq": t.seq,
@@ -289,18 +281,9 @@ def _report(
 
 
 # -- metrics -------------------------------------------------------------------------------
-# Prometheus text exposition format 0.0.4, no dependency. Labels are bounded by
-# construction: ``detector`` takes the seven detector names, ``role`` is ``user`` or
-# ``assistant``; no session, tenant or user id is ever a label (one series per session
-# would grow without bound). Metrics:
-#
-#   chatstate_health_sessions_total                      counter
-#   chatstate_health_flags_total{detector}               counter
-#   chatstate_health_session_flags{detector}             histogram (flags per session)
-#   chatstate_health_score                               histogram (0..1)
-#   chatstate_turn_tokens{role}                          histogram (tokens per message)
-#   chatstate_context_budget_used_ratio                  histogram (used / budget)
-#   chatstate_context_silent_truncations_total           counter
+# Prometheus text format 0.0.4 without a dependency. Labels are bounded by construction:
+# ``detector`` (seven names), ``role`` (user, assistant); never a session, tenant or user
+# id. The metric names are listed in docs/state-and-health.md.
 
 SCORE_BUCKETS = (0.25, 0.5, 0.75, 0.9, 1.0)
 FLAG_BUCKETS = (0.0, 1.0, 2.0, 5.0, 10.0)

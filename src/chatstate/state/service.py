@@ -320,14 +320,7 @@ def _record_flags(data: dict[str, JSONValue], flags: list[Flag]) -> None:
     for flag in flags:
         if (flag.detector, flag.seq) in seen:
             continue
-        items.append(
-            {
-                "detector": flag.detector,
-                "seq": flag.seq,
-                "evidence": list(flag.evidence),
-                "detail": flag.detail,
-            }
-        )
+        items.append(flag.to_dict())
         total = totals.get(flag.detector)
         totals[flag.detector] = (total if isinstance(total, int) else 0) + 1
     data["_health"] = {"flags": items[-MAX_STORED_FLAGS:], "counts": totals}
