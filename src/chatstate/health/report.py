@@ -22,7 +22,7 @@ from __future__ import annotations
 
 import threading
 from bisect import bisect_right
-from collections.abc import Callable, Collection, Mapping, Sequence
+from collections.abc import Callable, Collection, Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
 
 from chatstate.context.manifest import Manifest
@@ -344,6 +344,12 @@ class HealthMetrics:
             for turn in report.turns:
                 if turn.seq > turns_after and turn.role in self._tokens:
                     self._tokens[turn.role].observe(turn.tokens)
+
+    def observe_flags(self, flags: Iterable[Flag]) -> None:
+        """Count flags raised turn by turn (the state keeper's re-asks and contradictions)."""
+        with self._lock:
+            for flag in flags:
+                self.flags[flag.detector] += 1
 
     def observe_manifest(self, manifest: Manifest) -> None:
         with self._lock:

@@ -18,15 +18,17 @@ from fastapi.responses import JSONResponse, PlainTextResponse
 
 from chatstate.context.engine import ContextEngine
 from chatstate.errors import ChatstateError
+from chatstate.health import HealthMetrics
 from chatstate.server import errors
 from chatstate.server.auth import KeyRing
 from chatstate.server.config import ServerConfig, is_loopback
 from chatstate.server.deps import Services, services
-from chatstate.server.gateway import Gateway
+from chatstate.server.gateway import AfterTurn, Gateway, TurnDone
 from chatstate.server.middleware import BodyLimit, Metrics, MetricsMiddleware, RateLimiter
 from chatstate.server.routes_chat import router as chat_router
 from chatstate.server.routes_sessions import router as sessions_router
 from chatstate.server.streams import ResponseLog
+from chatstate.state import StateKeeper
 from chatstate.store.protocol import Store
 from chatstate.store.url import open_store, redact
 
@@ -118,6 +120,8 @@ def _services(
         metrics=metrics,
         http=http,
     )
+    health = HealthMetrics()
+    gateway.after_turn = _state_and_health(StateKeeper(store), health)
     return Services(
         config=config,
         store=store,
@@ -130,7 +134,21 @@ def _services(
         metrics=metrics,
         http=http,
         dev_mode=False,
+        health=health,
     )
+
+
+def _state_and_health(keeper: StateKeeper, health: HealthMetrics) -> AfterTurn:
+    """After each stored answer, off the request path: extract facts and commitments into
+    the state document and count the re-asks and contradictions the keeper flags."""
+
+    async def after_turn(done: TurnDone) -> None:
+        if done.branch != keeper.branch:
+            return  # the state document follows the session's main branch
+        result = await keeper.sync(done.session_id, tenant_id=done.tenant)
+        health.observe_flags(result.flags)
+
+    return after_turn
 
 
 async def _purge(store: Store) -> None:
@@ -163,9 +181,10 @@ def _add_operations(app: FastAPI, metrics: Metrics) -> None:
         return JSONResponse({"status": "ready"})
 
     @app.get("/metrics", tags=["operations"], response_class=PlainTextResponse)
-    async def metrics_text() -> PlainTextResponse:
-        """Prometheus text format."""
-        return PlainTextResponse(metrics.render(), media_type="text/plain; version=0.0.4")
+    async def metrics_text(request: Request) -> PlainTextResponse:
+        """Prometheus text format: requests, responses and session health."""
+        text = metrics.render() + services(request).health.render()
+        return PlainTextResponse(text, media_type="text/plain; version=0.0.4")
 
 
 def app_from_env() -> FastAPI:

@@ -4,13 +4,14 @@ from __future__ import annotations
 
 import re
 from collections.abc import Awaitable, Callable
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import Annotated, cast
 
 import httpx
 from fastapi import Depends, Header, Request
 
 from chatstate.context.engine import ContextEngine
+from chatstate.health import HealthMetrics
 from chatstate.server.auth import DEV_PRINCIPAL, KeyRing, Principal
 from chatstate.server.config import ServerConfig
 from chatstate.server.errors import Forbidden, PreconditionFailed, Unauthorized
@@ -51,6 +52,8 @@ class Services:
     metrics: Metrics
     http: httpx.AsyncClient
     dev_mode: bool
+    health: HealthMetrics = field(default_factory=HealthMetrics)
+    """Session-health counters, fed after each gateway turn."""
 
 
 def services(request: Request) -> Services:

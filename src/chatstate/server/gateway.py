@@ -82,6 +82,7 @@ class TurnDone:
 
 
 AfterTurn = Callable[[TurnDone], Awaitable[None]]
+_CHAT = frozenset({"message", "tool_call", "tool_result"})
 
 
 def response_of(event: Event) -> str | None:
@@ -129,34 +130,41 @@ class Gateway:
         drafts = [from_openai(m, index=i) for i, m in enumerate(turn.messages)]
         rid = _response_id(tenant, session_id, turn.idempotency_key)
         await self._ensure_session(tenant, session_id)
-        last = await self.store.read_last(
-            tenant_id=tenant, session_id=session_id, branch=turn.branch, n=1
-        )
-        head = last[-1].seq if last else 0
-        pending = response_of(last[-1]) if last and last[-1].role != "assistant" else None
+        head, last = await self._head(tenant, session_id, turn.branch)
+        pending = response_of(last) if last and last.role != "assistant" else None
         if pending == rid:
             return await self.responses.info(tenant, rid)  # a retry of the open turn
-        if pending is not None:
-            await self._settle(tenant, pending, last[-1])
-            last = await self.store.read_last(
-                tenant_id=tenant, session_id=session_id, branch=turn.branch, n=1
-            )
-            head = last[-1].seq if last else 0
+        if pending is not None and last is not None:
+            await self._settle(tenant, pending, last)
+            head, last = await self._head(tenant, session_id, turn.branch)
         new = drafts if head == 0 else _newest(drafts)
-        check_write(principal, new, last[-1] if last else None)
+        check_write(principal, new, last)
         stamp: dict[str, JSONValue] = {"chatstate": {"response_id": rid}}
         new[-1] = replace(new[-1], data={**new[-1].data, **stamp})
-        try:
-            appended = await self.engine.append(
-                session_id,
-                new,
-                tenant_id=tenant,
-                branch=turn.branch,
-                expected_seq=head,
-                idempotency_key=f"{rid}.in",
-            )
-        except SeqConflict as exc:
-            raise TurnInProgress("another write reached this session first; retry") from exc
+        for attempt in range(3):
+            try:
+                appended = await self.engine.append(
+                    session_id,
+                    new,
+                    tenant_id=tenant,
+                    branch=turn.branch,
+                    expected_seq=head,
+                    idempotency_key=f"{rid}.in",
+                )
+                break
+            except SeqConflict as exc:
+                # State and summary events land in the background; only a chat event
+                # after the head we read means another turn got in first.
+                newer = await self.store.read(
+                    tenant_id=tenant,
+                    session_id=session_id,
+                    branch=turn.branch,
+                    after_seq=head,
+                    limit=64,
+                )
+                if attempt == 2 or not newer or any(e.kind in _CHAT for e in newer):
+                    raise TurnInProgress("another write reached this session first; retry") from exc
+                head = newer[-1].seq
         if appended.replayed:
             return await self._reattach(tenant, rid, session_id, turn.branch, appended.last_seq)
         try:
@@ -171,6 +179,16 @@ class Gateway:
             return await self.responses.info(tenant, rid)
         await self._launch(info, turn)
         return info
+
+    async def _head(self, tenant: str, session_id: str, branch: str) -> tuple[int, Event | None]:
+        """The branch head and its newest chat event (state and summary events that
+        background work appended do not hide an open turn)."""
+        recent = await self.store.read_last(
+            tenant_id=tenant, session_id=session_id, branch=branch, n=16
+        )
+        head = recent[-1].seq if recent else 0
+        chat = [e for e in recent if e.kind in _CHAT]
+        return head, (chat[-1] if chat else None)
 
     async def _ensure_session(self, tenant: str, session_id: str) -> None:
         try:
