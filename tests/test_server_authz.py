@@ -3,6 +3,7 @@ key on tenant A's ids, answers 404 and leaks nothing; tenant A's data is untouch
 
 from __future__ import annotations
 
+import asyncio
 import re
 
 from chatstate.server import ServerConfig
@@ -42,6 +43,14 @@ async def test_every_route_gives_404_for_another_tenants_ids() -> None:
             await a.client.post(
                 "/v1/sessions/s1/branches", json={"name": "alt", "at_seq": 1}, headers=tenant_a
             )
+            # The state keeper runs after each answer; let it land before taking stock.
+            version = 0
+            for _ in range(100):
+                got = await a.client.get("/v1/sessions/s1/state", headers=tenant_a)
+                version = got.json()["version"]
+                if version:
+                    break
+                await asyncio.sleep(0.05)
             before = (await a.client.get("/v1/sessions/s1/events", headers=tenant_a)).json()
             ids = {"session_id": "s1", "response_id": rid, "user_id": "u1"}
             missing = {"session_id": "zz9", "response_id": "resp_" + "0" * 32, "user_id": "zz8"}
@@ -69,7 +78,7 @@ async def test_every_route_gives_404_for_another_tenants_ids() -> None:
             assert after == before
             assert (await a.client.get(f"/v1/responses/{rid}", headers=tenant_a)).is_success
             state = await a.client.get("/v1/sessions/s1/state", headers=tenant_a)
-            assert state.json()["version"] == 0
+            assert state.json()["version"] == version
             # The same session id in tenant B is another session: the upstream sees none of A.
             fake.set_reply("hello B")
             await a.client.post(
