@@ -18,6 +18,7 @@ from pathlib import Path
 from typing import Any, Protocol, TypeVar
 
 from chatstate.context.engine import ContextEngine
+from chatstate.context.extractive import ExtractiveSummariser
 from chatstate.model import NewEvent
 from chatstate.store.sqlite import SQLiteStore
 
@@ -111,12 +112,15 @@ class Floor:
 
 
 class Chatstate:
-    def __init__(self, folder: Path, budget: int) -> None:
-        self.path = folder / "chatstate.db"
+    def __init__(self, folder: Path, budget: int, overflow: str) -> None:
+        self.path = folder / f"chatstate-{overflow}.db"
         self.budget = budget
         self.loop = _Loop()
         self.store = self.loop.run(SQLiteStore.open(self.path))
-        self.engine = ContextEngine(self.store)
+        summariser = (
+            ExtractiveSummariser(overflow="drop_oldest") if overflow == "drop_oldest" else None
+        )
+        self.engine = ContextEngine(self.store, summariser=summariser)
         self.session = self.loop.run(self.store.create_session(tenant_id="bench")).id
         self.used = 0
 
@@ -270,7 +274,10 @@ def _langgraph_postgres(url: str, costs: Costs) -> Driver:
 
 FACTORIES: dict[str, Callable[[Path, Costs, argparse.Namespace], Factory]] = {
     "floor": lambda folder, costs, _a: lambda: Floor(folder, costs),
-    "chatstate": lambda folder, _c, args: lambda: Chatstate(folder, args.budget),
+    "chatstate": lambda folder, _c, args: lambda: Chatstate(folder, args.budget, "keep"),
+    "chatstate-bounded": lambda folder, _c, args: (
+        lambda: Chatstate(folder, args.budget, "drop_oldest")
+    ),
     "agents-sqlite": lambda folder, costs, _a: lambda: AgentsSession(folder, costs),
     "langgraph-sqlite": lambda folder, costs, _a: lambda: _langgraph_sqlite(folder, costs),
     "langgraph-postgres": lambda _f, costs, args: (

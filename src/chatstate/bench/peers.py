@@ -10,7 +10,9 @@ stored conversation and the new user message, then store the user message and th
   two messages, a ``SELECT`` of the newest 20, the two messages' token counts.
 * ``chatstate``: SQLite store and :class:`ContextEngine` (BM25 retrieval, extractive
   summaries compacting in the background, as shipped): ``build`` under ``--budget``,
-  then ``append`` of both messages (counted once there).
+  then ``append`` of both messages (counted once there). ``chatstate-bounded``: the same
+  with ``ExtractiveSummariser(overflow="drop_oldest")``, a summary of bounded size (the
+  default keeps every fact line, so its summary grows with the conversation).
 * ``agents-sqlite``: the OpenAI Agents SDK's ``SQLiteSession``: ``get_items()`` (the
   whole history, which its runner sends), then ``add_items`` of both messages.
 * ``langgraph-sqlite`` / ``langgraph-postgres``: a compiled ``StateGraph(MessagesState)``
@@ -26,7 +28,8 @@ N turns long), bytes on disk after a WAL checkpoint (PostgreSQL: the saver's tab
 total relation size), and the tokens handed to the model for the next turn (full history
 for the peers; the built context for chatstate; 20 messages for the floor). Token
 counting of the peers' output is left out of their times. A system stops when its total
-time passes ``--time-cap`` or its files pass ``--disk-cap``, and says so.
+time passes ``--time-cap`` (checked every turn) or its files pass ``--disk-cap``
+(checked every 50 turns), and says so.
 """
 
 from __future__ import annotations
@@ -50,7 +53,14 @@ from chatstate.context.tokens import MESSAGE_OVERHEAD, counter_for
 __all__ = ["Result", "add_arguments", "conversation", "main", "run"]
 
 SIZES = (10, 100, 1000, 5000)
-SYSTEMS = ("floor", "chatstate", "agents-sqlite", "langgraph-sqlite", "langgraph-postgres")
+SYSTEMS = (
+    "floor",
+    "chatstate",
+    "chatstate-bounded",
+    "agents-sqlite",
+    "langgraph-sqlite",
+    "langgraph-postgres",
+)
 
 
 def conversation(
@@ -114,6 +124,12 @@ def _drive(
             result.times_ms.append(took * 1e3)
             spent += took
             n = i + 1
+            if n < len(pairs) and spent > caps[0]:
+                result.stopped = f"stopped after {n:,} turns: {spent:.0f} s > --time-cap"
+                break
+            if n % 50 == 0 and n < len(pairs) and driver.disk_bytes() > caps[1]:
+                result.stopped = f"stopped after {n:,} turns: over --disk-cap"
+                break
             if n in sizes:
                 p50, p99 = _stats(result.times_ms, n)
                 disk = driver.disk_bytes()
@@ -125,12 +141,6 @@ def _drive(
                     file=sys.stderr,
                     flush=True,
                 )
-                if n < len(pairs) and spent > caps[0]:
-                    result.stopped = f"stopped after {n:,} turns: {spent:.0f} s > --time-cap"
-                    break
-                if n < len(pairs) and disk > caps[1]:
-                    result.stopped = f"stopped after {n:,} turns: {disk / 1e9:.1f} GB > --disk-cap"
-                    break
     finally:
         driver.close()
     return result
@@ -195,31 +205,31 @@ def _table(
             )
         if r.stopped:
             out.write(f"{r.system:<20}{r.stopped}\n")
-    mine = next((r for r in results if r.system == "chatstate"), None)
-    if mine is None:
-        return
-    out.write(f"\n{'chatstate vs':<20}{'turns':>7}{'time x':>10}{'disk x':>10}{'tokens x':>10}\n")
-    for r in results:
-        if r is mine:
-            continue
+    for mine in (r for r in results if r.system.startswith("chatstate")):
+        _ratios(mine, [r for r in results if not r.system.startswith("chatstate")], sizes, out)
+
+
+def _ratios(mine: Result, others: list[Result], sizes: tuple[int, ...], out: TextIO) -> None:
+    """Each other system's figures over ``mine``'s, at the sizes both reached."""
+    out.write(
+        f"\n{mine.system + ' vs':<20}{'turns':>7}{'time x':>10}{'disk x':>10}{'tokens x':>10}\n"
+    )
+    for r in others:
         for n in sizes:
             if n not in r.at or n not in mine.at:
                 continue
             a, b = r.at[n], mine.at[n]
-            word = "floor" if r.system == "floor" else r.system
             out.write(
-                f"{word:<20}{n:>7,}{a['p50_ms'] / b['p50_ms']:>10.2f}"
+                f"{r.system:<20}{n:>7,}{a['p50_ms'] / b['p50_ms']:>10.2f}"
                 f"{a['disk_bytes'] / b['disk_bytes']:>10.2f}{a['tokens'] / b['tokens']:>10.2f}\n"
             )
     out.write(
-        "(peer / chatstate: above 1 means the peer takes more; for the floor, below 1 means "
-        "chatstate costs more than bare SQLite)\n"
+        "(other / chatstate: above 1, the other takes more; the floor is the least possible)\n"
     )
-    first = min(n for n in sizes if n in mine.at and n >= 100) if 100 in mine.at else None
-    last = max(mine.at)
-    if first and last > first:
-        ratio = mine.at[last]["p50_ms"] / mine.at[first]["p50_ms"]
-        out.write(f"chatstate flatness: p50 at {last:,} turns / at {first:,} = {ratio:.2f}x\n")
+    if 100 in mine.at and max(mine.at) > 100:
+        last = max(mine.at)
+        ratio = mine.at[last]["p50_ms"] / mine.at[100]["p50_ms"]
+        out.write(f"{mine.system} flatness: p50 at {last:,} turns / at 100 = {ratio:.2f}x\n")
 
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:

@@ -230,7 +230,10 @@ async def evaluate(
                     for b in opts.budgets
                 ]
                 records += _records(conv, questions, facts, per_budget, count)
-                if progress:
+                last_of_set = number == len(conversations) or (
+                    conversations[number].dataset != conv.dataset
+                )
+                if progress and (len(conv.utterances) >= 50 or last_of_set):
                     print(
                         f"  {conv.dataset} {conv.id} ({number}/{len(conversations)}): "
                         f"{len(conv.utterances)} messages, {len(questions)} questions, "

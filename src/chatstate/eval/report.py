@@ -193,7 +193,7 @@ def write_chart(path: Path, summary: dict[str, Summary]) -> str | None:
         ax.set_ylabel("evidence recall")
         ax.set_title(f"{name} ({s['questions']:,} questions)")
         ax.grid(alpha=0.3)
-        ax.legend(loc="lower right", fontsize=8)
+        ax.legend(loc="best", fontsize=8)
     fig.tight_layout()
     fig.savefig(path, dpi=110)
     plt.close(fig)
