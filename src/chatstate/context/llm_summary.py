@@ -26,16 +26,15 @@ import asyncio
 import json
 import logging
 import os
-import urllib.error
-import urllib.request
 from collections.abc import Mapping, Sequence
-from typing import Literal
+from typing import Literal, cast
 from urllib.parse import urlsplit
 
 from chatstate.context.extractive import ExtractiveSummariser, fact_tokens
 from chatstate.context.summaries import Summariser
 from chatstate.context.text import event_text
 from chatstate.errors import BackendUnavailable
+from chatstate.llm_http import LLMCallFailed, post_chat
 from chatstate.model import Event
 
 __all__ = ["FailureReason", "LLMSummariser", "SummaryUnavailable", "render_events"]
@@ -200,33 +199,19 @@ class LLMSummariser:
 
     def _post(self, body: dict[str, object]) -> str:
         """One blocking call (run in a thread); the answer text or SummaryUnavailable."""
-        headers = {"Content-Type": "application/json", "Accept": "application/json"}
-        headers.update(self._headers)
-        if self._api_key:
-            headers["Authorization"] = f"Bearer {self._api_key}"
-        request = urllib.request.Request(  # noqa: S310 (scheme checked to be http(s))
-            self.endpoint, data=json.dumps(body).encode(), headers=headers, method="POST"
-        )
         where = f"summary call to {self.endpoint}"
         try:
-            with urllib.request.urlopen(request, timeout=self.timeout) as response:  # noqa: S310
-                raw = response.read()
-        except urllib.error.HTTPError as exc:
-            detail = self._redact(exc.read(500).decode("utf-8", "replace"))
+            raw = post_chat(
+                self.endpoint,
+                body,
+                api_key=self._api_key,
+                timeout=self.timeout,
+                headers=self._headers,
+                what="summary call",
+            )
+        except LLMCallFailed as exc:
             raise SummaryUnavailable(
-                f"{where} failed with HTTP {exc.code}: {detail}",
-                reason="http",
-                http_status=exc.code,
-            ) from exc
-        except TimeoutError as exc:
-            raise SummaryUnavailable(
-                f"{where} timed out after {self.timeout:g} s", reason="timeout"
-            ) from exc
-        except (urllib.error.URLError, OSError) as exc:
-            reason = getattr(exc, "reason", exc)
-            kind: FailureReason = "timeout" if isinstance(reason, TimeoutError) else "connection"
-            raise SummaryUnavailable(
-                f"{where} failed: {self._redact(str(reason))}", reason=kind
+                str(exc), reason=cast("FailureReason", exc.reason), http_status=exc.http_status
             ) from exc
         return _answer_text(raw, where)
 

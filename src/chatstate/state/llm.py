@@ -23,12 +23,11 @@ import asyncio
 import json
 import logging
 import os
-import urllib.error
-import urllib.request
 from collections.abc import Mapping, Sequence
 from typing import Literal
 from urllib.parse import urlsplit
 
+from chatstate.llm_http import LLMCallFailed, post_chat
 from chatstate.model import Event, JSONValue
 from chatstate.state.changes import (
     Change,
@@ -183,29 +182,19 @@ class LLMExtractor:
 
     def _post(self, body: dict[str, object]) -> str:
         """One blocking call (run in a thread): the answer text or ExtractionUnavailable."""
-        headers = {"Content-Type": "application/json", "Accept": "application/json"}
-        headers.update(self._headers)
-        if self._api_key:
-            headers["Authorization"] = f"Bearer {self._api_key}"
-        request = urllib.request.Request(  # noqa: S310 (scheme checked to be http(s))
-            self.endpoint, data=json.dumps(body).encode(), headers=headers, method="POST"
-        )
         where = f"extraction call to {self.endpoint}"
         try:
-            with urllib.request.urlopen(request, timeout=self.timeout) as response:  # noqa: S310
-                raw = response.read()
-        except urllib.error.HTTPError as exc:
-            detail = self._redact(exc.read(300).decode("utf-8", "replace"))
+            raw = post_chat(
+                self.endpoint,
+                body,
+                api_key=self._api_key,
+                timeout=self.timeout,
+                headers=self._headers,
+                what="extraction call",
+            )
+        except LLMCallFailed as exc:
             raise ExtractionUnavailable(
-                f"{where} failed with HTTP {exc.code}: {detail}",
-                reason="http",
-                http_status=exc.code,
-            ) from exc
-        except (urllib.error.URLError, OSError) as exc:
-            reason = getattr(exc, "reason", exc)
-            kind = "timeout" if isinstance(reason, TimeoutError) else "connection"
-            raise ExtractionUnavailable(
-                f"{where} failed: {self._redact(str(reason))}", reason=kind
+                str(exc), reason=exc.reason, http_status=exc.http_status
             ) from exc
         try:
             payload = json.loads(raw)
