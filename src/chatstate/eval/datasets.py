@@ -95,12 +95,14 @@ class Conversation:
 
 
 def default_datasets_dir() -> Path:
-    """``$CHATSTATE_DATASETS``, else ``../shared/datasets`` next to the repository root."""
+    """``$CHATSTATE_DATASETS``, else ``../shared/datasets`` beside the repository root (a
+    source checkout), else ``../shared/datasets`` from the working directory."""
     env = os.environ.get("CHATSTATE_DATASETS")
     if env:
         return Path(env)
     root = Path(__file__).resolve().parents[3]  # src/chatstate/eval -> the repository
-    return root.parent / "shared" / "datasets"
+    beside = root.parent / "shared" / "datasets"
+    return beside if beside.is_dir() else Path("..", "shared", "datasets")
 
 
 def _folder(datasets_dir: Path, name: str, pattern: str) -> list[Path]:
