@@ -223,3 +223,46 @@ async def test_forget_drops_what_the_engine_holds(store: SQLiteStore) -> None:
     await engine.forget(T, "s")
     assert not engine._indexes and not engine._prefixes
     assert not engine._tasks
+
+
+async def test_a_summary_beyond_the_window_is_still_used(store: SQLiteStore) -> None:
+    engine = ContextEngine(store, summariser=JoiningSummariser())
+    await store.create_session(tenant_id=T, session_id="s")
+    await chat(engine, "s", 30)
+    first = await engine.build("s", "q", tenant_id=T, budget=1500)
+    await engine.drain()
+    assert first.compaction_scheduled and engine.stats.compactions == 1
+    engine.auto_compact = False  # compaction falls behind
+    await chat(engine, "s", 100)
+    built = await engine.build("s", "q", tenant_id=T, budget=1500)
+    assert built.manifest.summary is not None  # found again through the engine's memory
+    assert built.manifest.uncovered_before is not None  # and the lag is reported
+    fresh = ContextEngine(store, summariser=JoiningSummariser(), auto_compact=False)
+    cold = await fresh.build("s", "q", tenant_id=T, budget=1500)
+    assert cold.manifest.summary is None and cold.manifest.silent_truncation
+
+
+async def test_two_engines_compacting_the_same_span_is_not_a_failure(store: SQLiteStore) -> None:
+    class Numbered(JoiningSummariser):
+        def __init__(self, tag: str) -> None:
+            super().__init__()
+            self.tag = tag
+
+        async def summarise(
+            self, *, previous: str | None, events: Sequence[Event], max_tokens: int
+        ) -> str:
+            return self.tag + await super().summarise(
+                previous=previous, events=events, max_tokens=max_tokens
+            )
+
+    one = ContextEngine(store, summariser=Numbered("one"))
+    two = ContextEngine(store, summariser=Numbered("two"))
+    await store.create_session(tenant_id=T, session_id="s")
+    await chat(one, "s", 30)
+    await one.build("s", "q", tenant_id=T, budget=1500)
+    await two.build("s", "q", tenant_id=T, budget=1500)
+    await one.drain()
+    await two.drain()
+    assert one.stats.compaction_failures == two.stats.compaction_failures == 0
+    log = await store.read(tenant_id=T, session_id="s", limit=1000)
+    assert sum(1 for e in log if e.kind == "summary") == 1

@@ -94,13 +94,23 @@ def _system(text: str) -> Message:
 
 
 def _fit_lines(text: str, cap: int, count: Callable[[str], int]) -> tuple[str, bool]:
-    """``text`` cut at line ends so that it costs at most ``cap`` tokens as a message."""
+    """``text`` cut at line ends so that it costs at most ``cap`` tokens as a message.
+
+    The longest fitting prefix of lines is found by binary search: a few counts, not
+    one per line (a long summary has hundreds of lines).
+    """
     if count(text) + MESSAGE_OVERHEAD <= cap:
         return text, False
     lines = text.splitlines()
-    while lines and count("\n".join(lines)) + MESSAGE_OVERHEAD > cap:
-        lines.pop()
-    return "\n".join(lines), True
+    lo, hi = 0, len(lines)  # lines[:lo] fits; lines[:hi + 1] does not
+    hi -= 1
+    while lo < hi:
+        mid = (lo + hi + 1) // 2
+        if count("\n".join(lines[:mid])) + MESSAGE_OVERHEAD <= cap:
+            lo = mid
+        else:
+            hi = mid - 1
+    return "\n".join(lines[:lo]), True
 
 
 def _digest(message: Message) -> str:

@@ -36,7 +36,7 @@ from chatstate.context.summaries import Summariser
 from chatstate.context.text import event_text
 from chatstate.context.tokens import counter_for, model_info
 from chatstate.context.turns import Turn, group_turns
-from chatstate.errors import ValidationError
+from chatstate.errors import IdempotencyMismatch, ValidationError
 from chatstate.model import AppendResult, Event, JSONValue, NewEvent
 from chatstate.store.protocol import Store
 
@@ -88,7 +88,9 @@ def _default_retriever() -> Retriever:
 def _default_summariser() -> Summariser:
     from chatstate.context.extractive import ExtractiveSummariser  # noqa: PLC0415
 
-    return ExtractiveSummariser()
+    # drop_oldest keeps the summary within its token target: the oldest fact lines give way
+    # (the log still holds them for retrieval, the pinned state keeps the key facts).
+    return ExtractiveSummariser(overflow="drop_oldest")
 
 
 class ContextEngine:
@@ -128,6 +130,8 @@ class ContextEngine:
         self._indexes: OrderedDict[_Key, _Index] = OrderedDict()
         self._prefixes: OrderedDict[tuple[str, str, str, str], tuple[str, ...]] = OrderedDict()
         self._tasks: dict[_Key, asyncio.Task[None]] = {}
+        self._summaries: OrderedDict[_Key, SummaryInput] = OrderedDict()
+        """The newest summary seen per branch: found again when the window does not reach it."""
 
     # -- writing ------------------------------------------------------------------------
 
@@ -205,6 +209,10 @@ class ContextEngine:
         budget = info.window - info.max_output if budget is None else budget
         key = (tenant_id, session_id, branch)
         events, summary = await self._read_window(key, budget)
+        if summary is None:
+            summary = await self._remembered_summary(key, events)
+        elif self._newer(key, summary):
+            self._remember(self._summaries, key, summary)
         first = events[0].seq if events else 1
         covered = summary.to_seq if summary is not None else 0
         uncovered = first if first > covered + 1 else None
@@ -241,6 +249,25 @@ class ContextEngine:
         self.stats.builds += 1
         scheduled = self._maybe_compact(key, summary, tail, out, count)
         return BuiltContext(out.messages, out.manifest, scheduled)
+
+    def _newer(self, key: _Key, summary: SummaryInput) -> bool:
+        known = self._summaries.get(key)
+        return known is None or summary.seq > known.seq
+
+    async def _remembered_summary(self, key: _Key, events: list[Event]) -> SummaryInput | None:
+        """The summary this process last saw for ``key``, when the window (too many new
+        turns since) did not reach it; checked against the log, since another process may
+        have deleted and recreated the session."""
+        known = self._summaries.get(key)
+        if known is None or (events and known.seq > events[-1].seq):
+            return None
+        found = await self.store.read(
+            tenant_id=key[0], session_id=key[1], branch=key[2], after_seq=known.seq - 1, limit=1
+        )
+        if found and _summary_of(found[0]) == known:
+            return known
+        self._summaries.pop(key, None)
+        return None
 
     async def _read_window(self, key: _Key, budget: int) -> tuple[list[Event], SummaryInput | None]:
         """The newest events, read backwards in small pages, down to the newest summary's
@@ -410,13 +437,21 @@ class ContextEngine:
                 "previous": previous.seq if previous else None,
                 "summariser": type(self.summariser).__name__,
             }
-            await self.store.append(
-                tenant_id=key[0],
-                session_id=key[1],
-                branch=key[2],
-                events=[NewEvent(kind="summary", data=data)],
-                idempotency_key=f"summary-{key[2]}-{to_seq}",
-            )
+            try:
+                result = await self.store.append(
+                    tenant_id=key[0],
+                    session_id=key[1],
+                    branch=key[2],
+                    events=[NewEvent(kind="summary", data=data)],
+                    idempotency_key=f"summary-{key[2]}-{to_seq}",
+                )
+            except IdempotencyMismatch:
+                # Another process (or an earlier attempt) summarised up to the same seq.
+                log.info("%s/%s already has a summary up to seq %d", key[1], key[2], to_seq)
+                return
+            written = _summary_of(result.events[0])
+            if written is not None:
+                self._remember(self._summaries, key, written)
             self.stats.compactions += 1
             log.info("compacted %s/%s up to seq %d", key[1], key[2], to_seq)
         except Exception:  # the previous summary stays in use; say so loudly
@@ -447,6 +482,8 @@ class ContextEngine:
             del self._indexes[key]
         for pkey in [k for k in self._prefixes if k[:2] == (tenant_id, session_id)]:
             del self._prefixes[pkey]
+        for skey in [k for k in self._summaries if k[:2] == (tenant_id, session_id)]:
+            del self._summaries[skey]
         doomed = [t for k, t in self._tasks.items() if k[:2] == (tenant_id, session_id)]
         for task in doomed:
             task.cancel()
@@ -483,7 +520,19 @@ def _tokens(events: list[Event]) -> int:
     return sum(e.token_count or len(event_text(e)) // 3 for e in events)
 
 
+_MEMO_TEXT_MAX = 4096
+"""Texts longer than this (characters) are counted each time instead of kept in the memo:
+the memo's memory stays bounded at about 8,192 entries x 4 KB per tokenizer."""
+
+
 @lru_cache(maxsize=16)
 def _memo_counter(model: str) -> Callable[[str], int]:
-    """The model's counter behind a memo: an event's text is counted once per process."""
-    return lru_cache(maxsize=65_536)(counter_for(model).count)
+    """The model's counter behind a bounded memo: a message's text is counted once per
+    process; long texts (summaries, pastes) are counted afresh, without being kept."""
+    count = counter_for(model).count
+    memo = lru_cache(maxsize=8192)(count)
+
+    def counted(text: str) -> int:
+        return memo(text) if len(text) <= _MEMO_TEXT_MAX else count(text)
+
+    return counted
