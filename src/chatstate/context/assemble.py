@@ -39,11 +39,13 @@ class ContextPolicy:
     """How the budget is shared. Shares are fractions of the whole budget."""
 
     state_share: float = 0.15
-    summary_share: float = 0.20
-    retrieved_share: float = 0.15
+    summary_share: float = 0.15
+    retrieved_share: float = 0.25
     max_event_share: float = 0.5
     """An event larger than this share of the budget is excluded as oversized."""
-    retrieve_k: int = 6
+    retrieve_k: int = 8
+    """Excerpts at most within the retrieved share (three times as many when every recent
+    turn fits and the rest of the budget is free)."""
 
     def __post_init__(self) -> None:
         shares = (self.state_share, self.summary_share, self.retrieved_share)
@@ -266,21 +268,32 @@ def _fill(
         index -= 1
     oldest_recent = recent[-1].first_seq if recent else None
 
+    # Retrieved turns in their share; when every tail turn already fits, in all that is
+    # left (an unused budget helps nobody), up to three times as many of them.
+    room, limit = retrieved_cap, policy.retrieve_k
+    if index < 0:
+        room, limit = left - spent, 3 * policy.retrieve_k
     picked: list[tuple[Turn, float]] = []
-    room = retrieved_cap - _header_cost(count)
-    for turn, score in candidates[: policy.retrieve_k]:
+    cost = _header_cost(count)
+    for turn, score in candidates[:limit]:
         if oldest_recent is not None and turn.first_seq >= oldest_recent:
             continue
-        if _excerpt_cost([*picked, (turn, score)], count) <= retrieved_cap and room > 0:
+        extra = count(_excerpt(turn)) + 1
+        if cost + extra <= room:
             picked.append((turn, score))
+            cost += extra
+    if not picked:
+        cost = 0
 
     # What the retrieved share left unused flows to the recent window.
-    while index >= 0 and spent + turns[index].tokens <= left - _excerpt_cost(picked, count):
+    while index >= 0 and spent + turns[index].tokens <= left - cost:
         turn = turns[index]
         spent += turn.tokens
         recent.append(turn)
         index -= 1
-        picked = [p for p in picked if p[0].first_seq != turn.first_seq]
+        if any(p[0].first_seq == turn.first_seq for p in picked):
+            picked = [p for p in picked if p[0].first_seq != turn.first_seq]
+            cost = _excerpt_cost(picked, count)
     recent.reverse()
 
     # Counting the joined text can differ from the sum of its parts: drop the weakest

@@ -329,7 +329,7 @@ class ContextEngine:
         await self._index_up_to(key, index, window, count)
         newest_tail = tail[-1].seq if tail else 0
         hits = await _off_loop(
-            index.retriever, index.retriever.search, query, k=self.policy.retrieve_k + 4
+            index.retriever, index.retriever.search, query, k=3 * self.policy.retrieve_k + 4
         )
         out: list[tuple[Turn, float]] = []
         for first, score in hits:
