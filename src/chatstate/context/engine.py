@@ -68,7 +68,7 @@ class _Index:
     retriever: Retriever
     upto: int = 0
     """Every complete turn ending at or before this seq is indexed."""
-    spans: dict[int, int] = field(default_factory=dict)
+    spans: dict[int, tuple[int, int]] = field(default_factory=dict)
     """First seq of an indexed turn -> its last seq."""
 
 
@@ -105,7 +105,8 @@ class ContextEngine:
         policy: ContextPolicy | None = None,
         render: Callable[[Mapping[str, JSONValue]], str] = render_state,
         tail_limit: int = 400,
-        compact_to: float = 0.5,
+        compact_to: float = 0.4,
+        compact_step: float = 0.25,
         summary_tokens: int = 600,
         max_sessions: int = 256,
         count_model: str = "gpt-4o",
@@ -121,6 +122,7 @@ class ContextEngine:
         self._render = render
         self._tail_limit = tail_limit
         self._compact_to = compact_to
+        self._compact_step = compact_step
         self._summary_tokens = summary_tokens
         self._max_sessions = max_sessions
         self.count_model = count_model
@@ -229,7 +231,9 @@ class ContextEngine:
         if current is not None and (
             summary is not None or uncovered is not None or _tokens(tail) > budget // 2
         ):
-            candidates = await self._retrieve(key, events, event_text(current), tail, count)
+            # Older turns can take at most the budget the tail leaves, or their share.
+            room = max(budget - _tokens(tail), int(self.policy.retrieved_share * budget))
+            candidates = await self._retrieve(key, events, event_text(current), tail, count, room)
         prefix_key = (*key, model)
         request = ContextRequest(
             model=model,
@@ -321,7 +325,10 @@ class ContextEngine:
         query: str,
         tail: list[Event],
         count: Callable[[str], int],
+        room: int,
     ) -> list[tuple[Turn, float]]:
+        """Hits, best first, read from the store only while they could still fit ``room``
+        (the index keeps each turn's span and token cost)."""
         index = self._indexes.get(key)
         if index is None:
             index = _Index(self._retriever_factory())
@@ -332,10 +339,14 @@ class ContextEngine:
             index.retriever, index.retriever.search, query, k=3 * self.policy.retrieve_k + 4
         )
         out: list[tuple[Turn, float]] = []
+        taken = 0
         for first, score in hits:
-            last = index.spans[first]
+            last, tokens = index.spans[first]
             if last >= newest_tail and newest_tail:
                 continue
+            if taken + tokens > room * 3 // 2:  # excerpts cost a little more than turns
+                continue  # a smaller, lower-ranked turn may still fit
+            taken += tokens
             events = await self.store.read(
                 tenant_id=key[0],
                 session_id=key[1],
@@ -378,7 +389,7 @@ class ContextEngine:
         if docs:
             await _off_loop(index.retriever, index.retriever.add, docs)
             for t in complete:
-                index.spans[t.first_seq] = t.last_seq
+                index.spans[t.first_seq] = (t.last_seq, t.tokens)
             index.upto = complete[-1].last_seq
 
     def _remember(self, cache: OrderedDict[_K, _V], key: _K, value: _V) -> None:
@@ -399,7 +410,12 @@ class ContextEngine:
     ) -> bool:
         if not self.auto_compact or not out.overflow or key in self._tasks:
             return False
-        room = out.manifest.sections["recent"] + sum(t.tokens for t in out.overflow)
+        # Hysteresis: fold only once the overflow is worth a summary, and then down to
+        # compact_to of the recent window, so a compaction runs every few turns, not
+        # every turn (each fold costs milliseconds and a summary event).
+        room = out.manifest.sections["recent"]
+        if sum(t.tokens for t in out.overflow) < self._compact_step * room:
+            return False
         target = int(room * self._compact_to)
         turns, _ = group_turns(tail, count=count, max_event_tokens=10**9)
         keep = 0

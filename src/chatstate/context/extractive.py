@@ -243,7 +243,7 @@ class ExtractiveSummariser:
                     keep[index] = False
                     total -= sizes[index]
                     dropped += 1
-            logger.warning(
+            logger.info(
                 "extractive summary over max_tokens=%d: dropped the %d oldest fact lines",
                 max_tokens,
                 dropped,
