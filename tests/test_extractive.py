@@ -281,7 +281,7 @@ async def test_a_steady_stream_of_facts_is_compressed_not_lost() -> None:
 async def test_drop_oldest_bounds_the_summary(caplog: pytest.LogCaptureFixture) -> None:
     summariser = ExtractiveSummariser(overflow="drop_oldest")
     summary: str | None = None
-    with caplog.at_level(logging.WARNING, logger="chatstate.context.extractive"):
+    with caplog.at_level(logging.INFO, logger="chatstate.context.extractive"):
         for events in _long_fact_rounds(10):
             summary = await summariser.summarise(previous=summary, events=events, max_tokens=300)
             assert estimate_tokens(summary) <= 300
