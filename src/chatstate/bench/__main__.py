@@ -2,9 +2,14 @@
 
 import sys
 
-from chatstate.bench import context, peers, store
+from chatstate.bench import context, load, peers, store
 
-BENCHES = {"store": store.main, "context": context.main, "peers": peers.main}
+BENCHES = {
+    "store": store.main,
+    "context": context.main,
+    "peers": peers.main,
+    "load": load.main,
+}
 
 
 def main() -> int:
