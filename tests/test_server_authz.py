@@ -18,6 +18,7 @@ BODIES: dict[tuple[str, str], dict[str, object]] = {
     ("post", "/v1/sessions/{session_id}/context"): {"message": "what is my account?"},
     ("put", "/v1/sessions/{session_id}/state"): {"data": {"stolen": True}},
     ("put", "/v1/sessions/{session_id}/ttl"): {"ttl_seconds": 1},
+    ("post", "/v1/sessions/{session_id}/state/facts"): {"key": "account", "value": "stolen"},
 }
 
 

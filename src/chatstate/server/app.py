@@ -27,6 +27,7 @@ from chatstate.server.gateway import AfterTurn, Gateway, TurnDone
 from chatstate.server.middleware import BodyLimit, Metrics, MetricsMiddleware, RateLimiter
 from chatstate.server.routes_chat import router as chat_router
 from chatstate.server.routes_sessions import router as sessions_router
+from chatstate.server.routes_state import router as state_router
 from chatstate.server.streams import ResponseLog
 from chatstate.state import StateKeeper
 from chatstate.store.protocol import Store
@@ -99,6 +100,7 @@ def create_app(config: ServerConfig | None = None, *, store: Store | None = None
     errors.install(app)
     app.include_router(sessions_router)
     app.include_router(chat_router)
+    app.include_router(state_router)
     _add_operations(app, metrics)
     app.add_middleware(BodyLimit, max_bytes=config.max_body_bytes)
     app.add_middleware(MetricsMiddleware, metrics=metrics)

@@ -1,0 +1,52 @@
+"""Fact changes and the health report over HTTP."""
+
+from __future__ import annotations
+
+from chatstate.server import ServerConfig
+from test_server_support import api
+
+
+async def test_facts_can_be_set_corrected_and_deleted() -> None:
+    async with api(ServerConfig(dev_mode=False, key_cache_seconds=0)) as a:
+        key = await a.key("acme", "read,write")
+        await a.client.post("/v1/sessions", json={"id": "s"}, headers=key)
+        url = "/v1/sessions/s/state/facts"
+        r = await a.client.post(url, json={"key": "account", "value": "48123"}, headers=key)
+        assert r.status_code == 200 and "48123" in r.text
+        r = await a.client.post(
+            url, json={"op": "correct", "key": "account", "value": "48213"}, headers=key
+        )
+        facts = r.json()["data"]["facts"]
+        assert "48213" in str(facts) and "48123" in str(facts)  # the old value is history
+        assert (
+            await a.client.post(url, json={"op": "set", "key": "x"}, headers=key)
+        ).status_code == 422
+        r = await a.client.post(url, json={"op": "delete", "key": "account"}, headers=key)
+        assert "48213" not in str(r.json()["data"].get("facts"))
+        log = (await a.client.get("/v1/sessions/s/events", headers=key)).json()["data"]
+        assert [e["kind"] for e in log] == ["state", "state", "state"]
+        assert (
+            await a.client.post(
+                "/v1/sessions/nope/state/facts", json={"key": "k", "value": "v"}, headers=key
+            )
+        ).status_code == 404
+
+
+async def test_health_report_flags_a_re_ask_with_evidence() -> None:
+    async with api(ServerConfig(dev_mode=False, key_cache_seconds=0)) as a:
+        key = await a.key("acme", "read,write")
+        await a.client.post("/v1/sessions", json={"id": "s"}, headers=key)
+        events = [
+            {"role": "user", "content": "My account number is 48213."},
+            {"role": "assistant", "content": "Thanks, looking at it."},
+            {"role": "user", "content": "Any news?"},
+            {"role": "assistant", "content": "Could you give me your account number?"},
+        ]
+        await a.client.post("/v1/sessions/s/events", json={"events": events}, headers=key)
+        report = (await a.client.get("/v1/sessions/s/health", headers=key)).json()
+        flags = [f for f in report["flags"] if f["detector"] == "re_ask"]
+        assert flags and flags[0]["evidence"] == [1, 4]
+        clean = await a.client.post("/v1/sessions", json={"id": "c"}, headers=key)
+        assert clean.status_code == 201
+        r = await a.client.get("/v1/sessions/c/health", headers=key)
+        assert r.status_code == 200 and r.json()["flags"] == []
