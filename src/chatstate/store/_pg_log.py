@@ -37,10 +37,10 @@ from chatstate.store.codec import decode_event, encode_appends, encode_state, fi
 from chatstate.store.lineage import clip_segments, lineage
 from chatstate.store.protocol import Order
 from chatstate.store.rules import (
+    check_fork,
     check_fork_point,
     check_id,
-    check_limit,
-    check_order,
+    check_read,
     check_seq,
     expiry_after,
     from_us,
@@ -157,11 +157,7 @@ class LogMethods(PgBase):
         limit: int = 100,
         order: Order = "asc",
     ) -> list[Event]:
-        check_id(branch, "branch")
-        check_seq(after_seq, "after_seq")
-        check_seq(before_seq, "before_seq", allow_none=True)
-        check_limit(limit, self._config.limits)
-        check_order(order)
+        check_read(branch, after_seq, before_seq, limit, order, self._config.limits)
         self._ids(tenant_id, session_id)
         now = self._config.clock()
         sql = q.EVENTS_DESC if order == "desc" else q.EVENTS_ASC
@@ -211,9 +207,7 @@ class LogMethods(PgBase):
         from_branch: str = DEFAULT_BRANCH,
         at_seq: int | None = None,
     ) -> Branch:
-        check_id(new_branch, "new_branch")
-        check_id(from_branch, "from_branch")
-        check_seq(at_seq, "at_seq", allow_none=True)
+        check_fork(new_branch, from_branch, at_seq)
         self._ids(tenant_id, session_id)
         now = exact(self._config.clock())
 

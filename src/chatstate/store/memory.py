@@ -46,12 +46,13 @@ from chatstate.store.lineage import clip_segments, lineage
 from chatstate.store.protocol import Order
 from chatstate.store.rules import (
     StoreConfig,
+    check_fork,
     check_fork_point,
     check_id,
     check_limit,
     check_metadata,
     check_metadata_filter,
-    check_order,
+    check_read,
     check_seq,
     check_ttl,
     ensure_live,
@@ -358,11 +359,7 @@ class MemoryStore:
         limit: int = 100,
         order: Order = "asc",
     ) -> list[Event]:
-        check_id(branch, "branch")
-        check_seq(after_seq, "after_seq")
-        check_seq(before_seq, "before_seq", allow_none=True)
-        check_limit(limit, self._config.limits)
-        check_order(order)
+        check_read(branch, after_seq, before_seq, limit, order, self._config.limits)
         rec = self._rec(tenant_id, session_id)
         if branch not in rec.branches:
             raise BranchNotFound(f"branch {branch!r} not found")
@@ -390,9 +387,7 @@ class MemoryStore:
         from_branch: str = DEFAULT_BRANCH,
         at_seq: int | None = None,
     ) -> Branch:
-        check_id(new_branch, "new_branch")
-        check_id(from_branch, "from_branch")
-        check_seq(at_seq, "at_seq", allow_none=True)
+        check_fork(new_branch, from_branch, at_seq)
         rec = self._rec(tenant_id, session_id)
         parent = rec.branches.get(from_branch)
         if parent is None:

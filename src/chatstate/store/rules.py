@@ -287,3 +287,26 @@ def metadata_matches(
         if have != want or isinstance(have, bool) != isinstance(want, bool):
             return False
     return True
+
+
+def check_read(
+    branch: object,
+    after_seq: object,
+    before_seq: object,
+    limit: object,
+    order: object,
+    limits: StoreLimits,
+) -> None:
+    """The arguments of ``Store.read``, checked the same way on every backend."""
+    check_id(branch, "branch")
+    check_seq(after_seq, "after_seq")
+    check_seq(before_seq, "before_seq", allow_none=True)
+    check_limit(limit, limits)
+    check_order(order)
+
+
+def check_fork(new_branch: object, from_branch: object, at_seq: object) -> None:
+    """The arguments of ``Store.fork``, checked the same way on every backend."""
+    check_id(new_branch, "new_branch")
+    check_id(from_branch, "from_branch")
+    check_seq(at_seq, "at_seq", allow_none=True)

@@ -66,12 +66,13 @@ from chatstate.store.codec import (
 from chatstate.store.protocol import Order
 from chatstate.store.rules import (
     StoreConfig,
+    check_fork,
     check_fork_point,
     check_id,
     check_limit,
     check_metadata,
     check_metadata_filter,
-    check_order,
+    check_read,
     check_seq,
     check_ttl,
     expiry_after,
@@ -424,11 +425,7 @@ class SQLiteStore(SQLiteCore):
         limit: int = 100,
         order: Order = "asc",
     ) -> list[Event]:
-        check_id(branch, "branch")
-        check_seq(after_seq, "after_seq")
-        check_seq(before_seq, "before_seq", allow_none=True)
-        check_limit(limit, self._config.limits)
-        check_order(order)
+        check_read(branch, after_seq, before_seq, limit, order, self._config.limits)
         args = (tenant_id, session_id, branch, after_seq, before_seq, limit, order)
         events = self._read_inline(*args)
         if events is not None:
@@ -455,9 +452,7 @@ class SQLiteStore(SQLiteCore):
         from_branch: str = DEFAULT_BRANCH,
         at_seq: int | None = None,
     ) -> Branch:
-        check_id(new_branch, "new_branch")
-        check_id(from_branch, "from_branch")
-        check_seq(at_seq, "at_seq", allow_none=True)
+        check_fork(new_branch, from_branch, at_seq)
         return await self._call(self._fork, tenant_id, session_id, new_branch, from_branch, at_seq)
 
     def _fork(

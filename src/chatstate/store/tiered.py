@@ -59,9 +59,7 @@ from chatstate.store.protocol import Order, Store
 from chatstate.store.rules import (
     StoreConfig,
     check_id,
-    check_limit,
-    check_order,
-    check_seq,
+    check_read,
     from_us,
     to_us,
 )
@@ -249,11 +247,7 @@ class TieredStore:
     ) -> list[Event]:
         # The same checks, in the same order, as every backend: a hit must refuse what
         # the system of record would refuse.
-        check_id(branch, "branch")
-        check_seq(after_seq, "after_seq")
-        check_seq(before_seq, "before_seq", allow_none=True)
-        check_limit(limit, self._config.limits)
-        check_order(order)
+        check_read(branch, after_seq, before_seq, limit, order, self._config.limits)
         check_id(tenant_id, "tenant_id")
         check_id(session_id, "session_id")
         if self._usable():
