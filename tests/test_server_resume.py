@@ -3,8 +3,8 @@ request, kill the server mid-stream and resume on a second process, expiry and e
 
 from __future__ import annotations
 
+import asyncio
 import random
-import time
 from collections.abc import AsyncIterator
 from dataclasses import dataclass
 from pathlib import Path
@@ -146,15 +146,16 @@ async def test_kill_the_server_mid_stream_and_resume_on_another_process(tmp_path
                 one.kill()  # kill -9 while the upstream is still streaming
         with server_process(url, fake.base_url, logs) as two:
             async with httpx.AsyncClient(base_url=two.base_url, timeout=10) as c:
-                started = time.monotonic()
                 retry = c.build_request(
                     "POST",
                     "/v1/chat/completions",
                     json=body("s1", "hello"),
                     headers=key | {"Last-Event-ID": str(seen[-1].id)},
                 )
-                response, rest = await read(c, retry)
-                assert time.monotonic() - started < 5
+                # The new process ends the stream once the dead producer's lease runs out;
+                # the bound only stops a hang, it says nothing about the machine's speed.
+                async with asyncio.timeout(120):
+                    response, rest = await read(c, retry)
                 assert response.headers["x-response-id"] == rid
                 received = seen + rest
                 assert [e.id for e in received] == list(range(1, len(received) + 1))
