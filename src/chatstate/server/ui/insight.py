@@ -71,7 +71,8 @@ async def context_at(
     budget: int | None,
 ) -> BuiltContext:
     """The context the engine builds for the user message at ``seq``, from the log as it
-    stood then (replayed in memory; module docstring)."""
+    stood then (replayed in memory; module docstring). The pinned state is the fold of the
+    ``state`` events up to ``seq`` (none: no state, as before the keeper's first write)."""
     events = await read_branch(store, tenant, session_id, branch, upto=seq, limit=REPLAY_LIMIT)
     replay = MemoryStore()
     try:
@@ -79,12 +80,13 @@ async def context_at(
         for start in range(0, len(events), 100):
             drafts = [e.draft() for e in events[start : start + 100]]
             await replay.append(tenant_id=tenant, session_id=session_id, events=drafts)
-        await replay.put_state(
-            tenant_id=tenant,
-            session_id=session_id,
-            data=rebuild_state(events),
-            expected_version=0,
-        )
+        if any(e.kind == "state" for e in events):
+            await replay.put_state(
+                tenant_id=tenant,
+                session_id=session_id,
+                data=rebuild_state(events),
+                expected_version=0,
+            )
         engine = ContextEngine(replay, auto_compact=False)
         try:
             return await engine.build(session_id, tenant_id=tenant, model=model, budget=budget)
