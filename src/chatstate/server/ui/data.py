@@ -158,6 +158,10 @@ class Lane:
     older: int | None = None
     """The ``before`` cursor of older events of this lane, when there are any."""
     pending: Pending | None = None
+    by_seq: dict[int, Event] = field(default_factory=dict)
+
+    def __post_init__(self) -> None:
+        self.by_seq = {e.seq: e for e in self.events}
 
 
 @dataclass(slots=True)
@@ -170,10 +174,7 @@ class Timeline:
     """Fork seq -> branches that fork there."""
 
     def cell(self, lane: Lane, seq: int) -> Event | None:
-        for event in lane.events:
-            if event.seq == seq:
-                return event
-        return None
+        return lane.by_seq.get(seq)
 
 
 async def read_lane(
