@@ -10,6 +10,7 @@ in docs/inspector.md), else to the test's temporary folder.
 
 from __future__ import annotations
 
+import importlib.util
 import os
 import re
 import shutil
@@ -41,23 +42,27 @@ def _chromium() -> str | None:
     return None
 
 
-def _unavailable(reason: str) -> None:
-    if CI:
-        pytest.fail(f"the inspector's browser tests need {reason} under CI=true")
-    pytest.skip(f"no browser for the inspector tests: {reason}")
+def _missing() -> str | None:
+    if _chromium() is None:
+        return "a chromium executable (apt-get install chromium)"
+    if importlib.util.find_spec("playwright") is None:
+        return "the playwright package (pip install -e '.[ui-test]')"
+    return None
+
+
+MISSING = _missing()
+if MISSING is not None and not CI:
+    pytest.skip(f"no browser for the inspector tests: {MISSING}", allow_module_level=True)
 
 
 @pytest.fixture(scope="module")
 def browser() -> Iterator[Browser]:
-    executable = _chromium()
-    if executable is None:
-        _unavailable("a chromium executable (apt-get install chromium)")
-    try:
-        from playwright.sync_api import sync_playwright
-    except ImportError:
-        _unavailable("the playwright package (pip install -e '.[ui-test]')")
+    if MISSING is not None:
+        pytest.fail(f"the inspector's browser tests need {MISSING} under CI=true")
+    from playwright.sync_api import sync_playwright
+
     with sync_playwright() as driver:
-        launched = driver.chromium.launch(executable_path=executable, headless=True)
+        launched = driver.chromium.launch(executable_path=_chromium(), headless=True)
         try:
             yield launched
         finally:
