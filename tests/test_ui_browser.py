@@ -184,7 +184,7 @@ def test_context_manifest_links_into_the_timeline(admin: Page, server: Seeded, s
     admin.screenshot(path=str(shots / "inspector-context.png"), full_page=True)
     target = verbatim[0]
     admin.locator(f"#m-verbatim a[data-seq='{target}']").click()
-    admin.wait_for_url(re.compile(rf"/ui/s/{SESSION}\?focus={target}#e-main-{target}$"))
+    admin.wait_for_url(re.compile(rf"/ui/s/{SESSION}\?focus={target}&lane=main#e-main-{target}$"))
     card = admin.locator(f"#e-main-{target}")
     assert card.is_visible()
     assert admin.locator("tr.focus").locator(f"#e-main-{target}").count() == 1

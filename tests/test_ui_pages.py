@@ -178,3 +178,23 @@ def test_package_data_carries_every_template_and_static_file() -> None:
     assert len(shipped) > 10
     for name in shipped:
         assert any(fnmatch.fnmatch(name, pattern) for pattern in patterns), name
+
+
+async def test_long_timelines_page_per_lane_and_focus_finds_an_old_seq() -> None:
+    async with api(ServerConfig(dev_mode=True, max_events_per_append=500)) as a:
+        await a.client.post("/v1/sessions", json={"id": "long"})
+        chat = [{"role": "user" if i % 2 == 0 else "assistant", "content": f"line {i}"}
+                for i in range(340)]  # fmt: skip
+        r = await a.client.post("/v1/sessions/long/events", json={"events": chat})
+        assert r.status_code == 201
+        newest = await a.client.get("/ui/s/long")
+        assert 'id="e-main-340"' in newest.text and 'id="e-main-40"' not in newest.text
+        assert "data-live=" in newest.text and "paged-notice" not in newest.text
+        assert "?lane=main&before=41" in newest.text
+        older = await a.client.get("/ui/s/long?lane=main&before=41")
+        assert 'id="e-main-40"' in older.text and 'id="e-main-41"' not in older.text
+        assert "paged-notice" in older.text and "data-live=" not in older.text
+        focused = await a.client.get("/ui/s/long?focus=12&lane=main")
+        assert 'class="focus"' in focused.text and 'id="e-main-12"' in focused.text
+        recent = await a.client.get("/ui/s/long?focus=300&lane=main")
+        assert "data-live=" in recent.text and 'id="e-main-300"' in recent.text

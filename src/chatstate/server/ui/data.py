@@ -172,6 +172,8 @@ class Timeline:
     """Every row of the grid: seqs shown in any lane, ascending."""
     forks: dict[int, list[str]] = field(default_factory=dict)
     """Fork seq -> branches that fork there."""
+    paged: str | None = None
+    """The lane shown before its newest events (``before``/``focus``): not live."""
 
     def cell(self, lane: Lane, seq: int) -> Event | None:
         return lane.by_seq.get(seq)
@@ -225,20 +227,39 @@ async def timeline(
     tenant: str,
     session_id: str,
     *,
+    lane: str | None = None,
     before: int | None = None,
+    focus: int | None = None,
 ) -> Timeline:
+    """Every branch as a lane. ``lane`` (default: the main branch) is shown before seq
+    ``before``, or around ``focus`` when that seq is older than its newest page."""
     session = await store.get_session(tenant_id=tenant, session_id=session_id)
+    target = lane or session.default_branch
     branches = await store.list_branches(tenant_id=tenant, session_id=session_id)
     branches.sort(key=lambda b: (b.name != session.default_branch, b.created_at, b.name))
     view = Timeline(session, [])
     seqs: set[int] = set()
     for branch in branches:
-        events, older = await read_lane(
-            store, tenant, session_id, branch, after=0, before=before if not view.lanes else None
+        cursor = before if branch.name == target else None
+        events, older = await read_lane(store, tenant, session_id, branch, after=0, before=cursor)
+        floor = branch.fork_seq or 0
+        if (
+            branch.name == target
+            and cursor is None
+            and events
+            and floor < (focus or 0) < events[0].seq
+        ):
+            cursor = (focus or 0) + LANE_PAGE // 2
+            events, older = await read_lane(
+                store, tenant, session_id, branch, after=0, before=cursor
+            )
+        if cursor is not None:
+            view.paged = branch.name
+        row = Lane(branch, events, older)
+        row.pending = (
+            None if cursor is not None else await pending_answer(responses, tenant, events)
         )
-        lane = Lane(branch, events, older)
-        lane.pending = await pending_answer(responses, tenant, events)
-        view.lanes.append(lane)
+        view.lanes.append(row)
         seqs |= {e.seq for e in events}
         if branch.parent is not None and branch.fork_seq is not None:
             view.forks.setdefault(branch.fork_seq, []).append(branch.name)

@@ -140,15 +140,15 @@ async def timeline(
     session_id: str,
     focus: Annotated[int | None, Query(ge=1)] = None,
     before: Annotated[int | None, Query(ge=1)] = None,
+    lane: Annotated[str | None, Query(max_length=128)] = None,
 ) -> HTMLResponse:
     who = await principal_of(request)
     svc = services(request)
-    if focus is not None and before is None:
-        before = focus + data.LANE_PAGE // 2
     view = await data.timeline(
-        svc.store, svc.responses, who.tenant, _sid(session_id), before=before
-    )
-    return page(request, "timeline.html", view=view, who=who, focus=focus, before=before,
+        svc.store, svc.responses, who.tenant, _sid(session_id),
+        lane=None if lane is None else check_id(lane, "lane"), before=before, focus=focus,
+    )  # fmt: skip
+    return page(request, "timeline.html", view=view, who=who, focus=focus,
                 tab="timeline", live_key=_signature(view))  # fmt: skip
 
 
