@@ -37,6 +37,7 @@ async def test_pages_need_a_key_and_show_only_the_callers_tenant() -> None:
         assert (await a.client.get("/ui/s/s1/live")).status_code == 401
         page = await a.client.get("/ui", headers=acme)
         assert page.status_code == 200 and 'data-session="s1"' in page.text
+        assert "default-src 'self'" in page.headers["content-security-policy"]
         assert 'data-session="s1"' not in (await a.client.get("/ui", headers=globex)).text
         for path in ("", "/context", "/state", "/health", "/live"):
             r = await a.client.get(f"/ui/s/s1{path}", headers=globex)
