@@ -34,6 +34,7 @@ from chatstate.errors import ChatstateError, Conflict, NotFound, SeqConflict
 
 __all__ = [
     "Forbidden",
+    "Overloaded",
     "PreconditionFailed",
     "RateLimited",
     "ResponseExpired",
@@ -107,6 +108,17 @@ class RateLimited(ChatstateError):
         self.retry_after = retry_after
 
 
+class Overloaded(ChatstateError):
+    """The process already runs as much work as it admits: retry after ``retry_after``."""
+
+    status = 503
+    code = "overloaded"
+
+    def __init__(self, message: str, *, retry_after: float) -> None:
+        super().__init__(message)
+        self.retry_after = retry_after
+
+
 class UpstreamError(ChatstateError):
     status = 502
     code = "upstream_error"
@@ -114,7 +126,7 @@ class UpstreamError(ChatstateError):
 
 def error_response(exc: ChatstateError) -> JSONResponse:
     headers: dict[str, str] = {}
-    if isinstance(exc, RateLimited):
+    if isinstance(exc, RateLimited | Overloaded):
         headers["Retry-After"] = str(max(1, round(exc.retry_after + 0.5)))
     if isinstance(exc, Unauthorized):
         headers["WWW-Authenticate"] = "Bearer"
@@ -150,8 +162,11 @@ async def _http_error(_request: Request, exc: Exception) -> JSONResponse:
 
 
 async def _unexpected(_request: Request, exc: Exception) -> JSONResponse:
+    """Starlette re-raises after this answer and the server then drops the connection, so
+    the answer says so (``Connection: close``): a client never reuses a dead socket."""
     log.error("unhandled error", exc_info=exc)
-    return JSONResponse({"error": "internal", "message": "internal error"}, status_code=500)
+    body = {"error": "internal", "message": "internal error"}
+    return JSONResponse(body, status_code=500, headers={"Connection": "close"})
 
 
 def install(app: FastAPI) -> None:

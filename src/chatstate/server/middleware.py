@@ -77,7 +77,11 @@ async def _reject(send: Send, limit: int) -> None:
     body = json.dumps(
         {"error": "too_large", "message": f"request body over {limit} bytes"}
     ).encode()
-    headers = [(b"content-type", b"application/json"), (b"connection", b"close")]
+    headers = [
+        (b"content-type", b"application/json"),
+        (b"content-length", str(len(body)).encode()),
+        (b"connection", b"close"),
+    ]
     await send({"type": "http.response.start", "status": 413, "headers": headers})
     await send({"type": "http.response.body", "body": body})
 
