@@ -30,6 +30,8 @@ from chatstate.server.routes_sessions import router as sessions_router
 from chatstate.server.routes_state import router as state_router
 from chatstate.server.streams import ResponseLog
 from chatstate.state import StateKeeper
+from chatstate.store.encrypted import EncryptedStore
+from chatstate.store.keys import StaticKeys
 from chatstate.store.protocol import Store
 from chatstate.store.url import open_store, redact
 
@@ -72,8 +74,14 @@ def create_app(config: ServerConfig | None = None, *, store: Store | None = None
     async def lifespan(app: FastAPI) -> AsyncIterator[None]:
         own = store is None
         opened = store or await open_store(config.database_url, cache_url=config.redis_url)
+        if config.encryption_keys:
+            opened = EncryptedStore(opened, StaticKeys.from_text(config.encryption_keys))
         timeout = httpx.Timeout(config.upstream_timeout, connect=10.0)
-        http = httpx.AsyncClient(timeout=timeout)
+        limits = httpx.Limits(
+            max_connections=config.upstream_max_connections,
+            max_keepalive_connections=config.upstream_max_keepalive,
+        )
+        http = httpx.AsyncClient(timeout=timeout, limits=limits)
         try:
             svc = _services(config, opened, http, metrics)
             svc.dev_mode = await decide_dev_mode(config, svc.keys)
