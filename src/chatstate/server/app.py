@@ -20,6 +20,7 @@ from chatstate.context.engine import ContextEngine
 from chatstate.errors import ChatstateError
 from chatstate.health import HealthMetrics
 from chatstate.server import errors
+from chatstate.server.admission import Admission, Gate
 from chatstate.server.auth import KeyRing
 from chatstate.server.config import ServerConfig, is_loopback
 from chatstate.server.deps import Services, services
@@ -111,6 +112,8 @@ def create_app(config: ServerConfig | None = None, *, store: Store | None = None
     app.include_router(state_router)
     _add_operations(app, metrics)
     app.add_middleware(BodyLimit, max_bytes=config.max_body_bytes)
+    app.state.admission = gate = Gate(config.max_in_flight)
+    app.add_middleware(Admission, gate=gate, metrics=metrics)  # before the body is read
     app.add_middleware(MetricsMiddleware, metrics=metrics)
     return app
 

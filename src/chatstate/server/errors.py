@@ -34,7 +34,6 @@ from chatstate.errors import ChatstateError, Conflict, NotFound, SeqConflict
 
 __all__ = [
     "Forbidden",
-    "Overloaded",
     "PreconditionFailed",
     "RateLimited",
     "ResponseExpired",
@@ -108,17 +107,6 @@ class RateLimited(ChatstateError):
         self.retry_after = retry_after
 
 
-class Overloaded(ChatstateError):
-    """The process already runs as much work as it admits: retry after ``retry_after``."""
-
-    status = 503
-    code = "overloaded"
-
-    def __init__(self, message: str, *, retry_after: float) -> None:
-        super().__init__(message)
-        self.retry_after = retry_after
-
-
 class UpstreamError(ChatstateError):
     status = 502
     code = "upstream_error"
@@ -126,7 +114,7 @@ class UpstreamError(ChatstateError):
 
 def error_response(exc: ChatstateError) -> JSONResponse:
     headers: dict[str, str] = {}
-    if isinstance(exc, RateLimited | Overloaded):
+    if isinstance(exc, RateLimited):
         headers["Retry-After"] = str(max(1, round(exc.retry_after + 0.5)))
     if isinstance(exc, Unauthorized):
         headers["WWW-Authenticate"] = "Bearer"
