@@ -29,6 +29,7 @@ on (no ``chatstate_enc``) are read as they are.
 from __future__ import annotations
 
 import base64
+import binascii
 import hashlib
 import hmac
 import os
@@ -95,7 +96,7 @@ def _limits(store: Store) -> StoreLimits:
 
 
 def _place(*parts: str | int | None) -> bytes:
-    return "\x1f".join("" if p is None else str(p) for p in parts).encode()
+    return "\x1f".join(["" if p is None else str(p) for p in parts]).encode()
 
 
 def _unsealed(e: Event, body: JSONValue) -> Event:
@@ -104,16 +105,27 @@ def _unsealed(e: Event, body: JSONValue) -> Event:
         raise DecryptionFailed("decrypted event is not an object")
     content = body.get("c")
     calls = cast("list[list[str]]", body.get("t") or [])
-    return replace(
-        e,
+    # Built directly: dataclasses.replace costs more than the decryption itself.
+    return Event(
+        seq=e.seq,
+        branch=e.branch,
+        created_at=e.created_at,
+        kind=e.kind,
+        role=e.role,
         content=tuple(content) if isinstance(content, list) else content,  # type: ignore[arg-type]
         tool_calls=tuple(
             ToolCall(id=c.id, name=t[0], arguments=t[1], type=t[2])
             for c, t in zip(e.tool_calls, calls, strict=True)
-        ),
+        )
+        if calls
+        else (),
+        tool_call_id=e.tool_call_id,
         name=cast("str | None", body.get("n")),
         data=cast("dict[str, JSONValue]", body.get("d") or {}),
         extra=cast("dict[str, JSONValue]", body.get("x") or {}),
+        token_count=e.token_count,
+        idempotency_key=e.idempotency_key,
+        schema_version=e.schema_version,
     )
 
 
@@ -153,7 +165,7 @@ class EncryptedStore:
             raise DecryptionFailed("malformed ciphertext envelope")
         key_id, _, encoded = envelope.partition(":")
         try:
-            sealed = base64.b64decode(encoded, validate=True)
+            sealed = binascii.a2b_base64(encoded, strict_mode=True)
             _, cipher = self._cipher(tenant_id, key_id)
             return cipher.decrypt(sealed[:12], sealed[12:], aad)
         except ChatstateError as exc:
