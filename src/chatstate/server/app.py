@@ -24,6 +24,7 @@ from chatstate.server.admission import Admission, Gate
 from chatstate.server.auth import KeyRing
 from chatstate.server.config import ServerConfig, is_loopback
 from chatstate.server.deps import Services, services
+from chatstate.server.fleet import shared_limiter
 from chatstate.server.gateway import AfterTurn, Gateway, TurnDone
 from chatstate.server.middleware import BodyLimit, Metrics, MetricsMiddleware, RateLimiter
 from chatstate.server.routes_chat import router as chat_router
@@ -95,6 +96,7 @@ def create_app(config: ServerConfig | None = None, *, store: Store | None = None
                 purger.cancel()
                 await svc.gateway.aclose()
                 await svc.engine.aclose()
+                await svc.limiter.aclose()
         finally:
             await http.aclose()
             if own:
@@ -143,12 +145,20 @@ def _services(
         responses=responses,
         gateway=gateway,
         keys=KeyRing(store, cache_seconds=config.key_cache_seconds),
-        limiter=RateLimiter(rate=config.rate_per_second, burst=config.rate_burst),
+        limiter=_limiter(config),
         metrics=metrics,
         http=http,
         dev_mode=False,
         health=health,
     )
+
+
+def _limiter(config: ServerConfig) -> RateLimiter:
+    """Buckets in Redis when the service has one (shared by every worker), else local."""
+    if config.redis_url:
+        url = config.redis_url.split("?", 1)[0]  # the tier's own options are not redis-py's
+        return shared_limiter(url, rate=config.rate_per_second, burst=config.rate_burst)
+    return RateLimiter(rate=config.rate_per_second, burst=config.rate_burst)
 
 
 def _state_and_health(keeper: StateKeeper, health: HealthMetrics) -> AfterTurn:

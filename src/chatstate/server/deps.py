@@ -76,7 +76,7 @@ async def _principal(
         if found is None:
             raise Unauthorized("unknown or malformed API key")
         principal = found
-    svc.limiter.take(principal.key_id)
+    await svc.limiter.acquire(principal.key_id)
     return principal
 
 

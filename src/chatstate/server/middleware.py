@@ -3,7 +3,8 @@
 * :class:`BodyLimit` answers 413 for a body over the limit: at once when
   ``Content-Length`` says so, otherwise as soon as the streamed body passes it.
 * :class:`RateLimiter` is a token bucket per key (per process: with N workers a key gets
-  up to N times the rate).
+  up to N times the rate, unless ``--redis-url`` shares the buckets:
+  :mod:`chatstate.server.fleet`).
 * :class:`Metrics` counts requests and their latency per method, route template and
   status (templates, never raw paths, so the label set stays bounded) and renders the
   Prometheus text format.
@@ -107,6 +108,13 @@ class RateLimiter:
         if len(self._buckets) > 100_000:
             self._buckets.clear()
         self._buckets[key] = (tokens - 1.0, now)
+
+    async def acquire(self, key: str) -> None:
+        """:meth:`take`, as the routes call it (a shared limiter awaits Redis here)."""
+        self.take(key)
+
+    async def aclose(self) -> None:
+        """Nothing to release for buckets kept in the process."""
 
 
 class Metrics:
