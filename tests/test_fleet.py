@@ -3,15 +3,19 @@ instance draws from one bucket per key (two apps in one process stand for two wo
 
 from __future__ import annotations
 
+import asyncio
 import contextlib
+import uuid
 from collections.abc import AsyncIterator
+from pathlib import Path
 
 import pytest
 
+from chatstate.bench.load import run_load
 from chatstate.server import ServerConfig
 from chatstate.store import MemoryStore
 from chatstate.testing.backends_redis import redis_url, require
-from test_server_support import Api, api
+from test_server_support import Api, ServerProcess, api
 
 BURST = 5
 
@@ -57,3 +61,43 @@ async def test_without_redis_each_worker_falls_back_to_its_own_bucket(
         ]
         assert codes.count(200) == 2 * BURST and codes[-2:] == [429, 429]
     assert "limiting per worker" in caplog.text
+
+
+async def test_serve_with_two_workers_on_postgres_and_redis_passes_the_history_check(
+    tmp_path: Path,
+) -> None:
+    """``chatstate serve --workers 2`` (CHATSTATE_WORKERS) on PostgreSQL with the Redis
+    tier, driven open-loop by ``bench load``: every request accounted for, 0 anomalies."""
+    require("postgres")
+    require("tiered")
+    from chatstate.store.redis import connect_client
+    from chatstate.testing.backends_postgres import create_schema, drop_schema, server_url
+    from chatstate.testing.backends_redis import drop_prefix
+
+    schema = await create_schema()
+    prefix = f"csfleet{uuid.uuid4().hex[:8]}"
+    env = {
+        "CHATSTATE_WORKERS": "2",
+        "CHATSTATE_REDIS_URL": f"{redis_url()}?prefix={prefix}",
+        "CHATSTATE_RATE_PER_SECOND": "100000",
+        "CHATSTATE_RATE_BURST": "100000",
+    }
+    try:
+        server = await asyncio.to_thread(
+            ServerProcess,
+            f"{server_url()}?schema={schema}",
+            "http://127.0.0.1:1/v1",
+            tmp_path / "serve.log",
+            **env,
+        )
+        try:
+            report = await run_load(server.base_url, sessions=5, rate=30, duration=4.0, grace=60)
+        finally:
+            await asyncio.to_thread(server.stop)
+    finally:
+        await drop_schema(schema)
+        client, _ = connect_client(redis_url())
+        await drop_prefix(client, prefix)
+        await client.aclose()
+    assert report.sent == report.ok + sum(report.errors.values())
+    assert report.ok > 0 and report.anomalies == [], (report.errors, report.anomalies[:3])
