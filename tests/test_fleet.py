@@ -34,9 +34,22 @@ async def _two_workers(url: str) -> AsyncIterator[tuple[Api, Api]]:
         yield one, two
 
 
-async def test_two_workers_share_one_bucket_per_key() -> None:
+@pytest.fixture
+async def fleet_url() -> AsyncIterator[str]:
+    """The test Redis with a prefix of this test's own; its keys are dropped after."""
     require("redis")
-    async with _two_workers(redis_url()) as (one, two):
+    from chatstate.store.redis import connect_client
+    from chatstate.testing.backends_redis import drop_prefix
+
+    prefix = f"csfleet{uuid.uuid4().hex[:8]}"
+    yield f"{redis_url()}?prefix={prefix}"
+    client, _ = connect_client(redis_url())
+    await drop_prefix(client, prefix)
+    await client.aclose()
+
+
+async def test_two_workers_share_one_bucket_per_key(fleet_url: str) -> None:
+    async with _two_workers(fleet_url) as (one, two):
         key = await one.key("acme")
         other = await one.key("globex")
         codes = [
@@ -48,6 +61,22 @@ async def test_two_workers_share_one_bucket_per_key() -> None:
         assert limited.status_code == 429 and int(limited.headers["retry-after"]) >= 1
         # Another key has its own bucket.
         assert (await two.client.get("/v1/sessions", headers=other)).status_code == 200
+
+
+async def test_metrics_are_the_sum_over_workers(fleet_url: str) -> None:
+    async with _two_workers(fleet_url) as (one, two):
+        key = await one.key("acme")
+        for n, worker in ((3, one), (2, two)):
+            for _ in range(n):
+                assert (await worker.client.get("/v1/sessions", headers=key)).status_code == 200
+        line = 'chatstate_http_requests_total{method="GET",route="/v1/sessions",status="200"} 5'
+        # Each worker publishes every 2 s and on each scrape: poll with a generous guard.
+        for _ in range(300):
+            scrapes = [(await w.client.get("/metrics")).text for w in (one, two)]
+            if all(line in text for text in scrapes):
+                break
+            await asyncio.sleep(0.1)
+        assert all(line in text for text in scrapes), scrapes[0][:2000]
 
 
 async def test_without_redis_each_worker_falls_back_to_its_own_bucket(

@@ -24,7 +24,7 @@ from chatstate.server.admission import Admission, Gate
 from chatstate.server.auth import KeyRing
 from chatstate.server.config import ServerConfig, is_loopback
 from chatstate.server.deps import Services, services
-from chatstate.server.fleet import shared_limiter
+from chatstate.server.fleet import MetricsShare, SharedRateLimiter, connect, namespace
 from chatstate.server.gateway import AfterTurn, Gateway, TurnDone
 from chatstate.server.middleware import BodyLimit, Metrics, MetricsMiddleware, RateLimiter
 from chatstate.server.routes_chat import router as chat_router
@@ -86,6 +86,10 @@ def create_app(config: ServerConfig | None = None, *, store: Store | None = None
         http = httpx.AsyncClient(timeout=timeout, limits=limits)
         try:
             svc = _services(config, opened, http, metrics)
+            if config.redis_url:
+                prefix = namespace(config.redis_url)
+                svc.fleet = MetricsShare(connect(config.redis_url), metrics, prefix=prefix)
+                svc.fleet.start()
             svc.dev_mode = await decide_dev_mode(config, svc.keys)
             app.state.services = svc
             log.info("chatstate serving %s", redact(config.database_url))
@@ -97,6 +101,8 @@ def create_app(config: ServerConfig | None = None, *, store: Store | None = None
                 await svc.gateway.aclose()
                 await svc.engine.aclose()
                 await svc.limiter.aclose()
+                if svc.fleet is not None:
+                    await svc.fleet.aclose()
         finally:
             await http.aclose()
             if own:
@@ -156,8 +162,12 @@ def _services(
 def _limiter(config: ServerConfig) -> RateLimiter:
     """Buckets in Redis when the service has one (shared by every worker), else local."""
     if config.redis_url:
-        url = config.redis_url.split("?", 1)[0]  # the tier's own options are not redis-py's
-        return shared_limiter(url, rate=config.rate_per_second, burst=config.rate_burst)
+        return SharedRateLimiter(
+            connect(config.redis_url),
+            rate=config.rate_per_second,
+            burst=config.rate_burst,
+            prefix=namespace(config.redis_url),
+        )
     return RateLimiter(rate=config.rate_per_second, burst=config.rate_burst)
 
 
@@ -205,8 +215,11 @@ def _add_operations(app: FastAPI, metrics: Metrics) -> None:
 
     @app.get("/metrics", tags=["operations"], response_class=PlainTextResponse)
     async def metrics_text(request: Request) -> PlainTextResponse:
-        """Prometheus text format: requests, responses and session health."""
-        text = metrics.render() + services(request).health.render()
+        """Prometheus text format: requests, responses and session health (with
+        ``--redis-url``, requests and responses summed over every worker)."""
+        svc = services(request)
+        own = await svc.fleet.render() if svc.fleet is not None else metrics.render()
+        text = own + svc.health.render()
         return PlainTextResponse(text, media_type="text/plain; version=0.0.4")
 
 

@@ -16,9 +16,12 @@ import json
 import threading
 import time
 from collections import defaultdict
+from collections.abc import Mapping
+from typing import Any, cast
 
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
+from chatstate.model import JSONValue
 from chatstate.server.errors import RateLimited
 
 __all__ = ["BodyLimit", "Metrics", "MetricsMiddleware", "RateLimiter"]
@@ -140,6 +143,31 @@ class Metrics:
     def count(self, name: str, n: int = 1) -> None:
         with self._lock:
             self.counters[name] += n
+
+    def snapshot(self) -> dict[str, JSONValue]:
+        """Every series as JSON, for :meth:`absorb` in another process."""
+        with self._lock:
+            return {
+                "requests": [[*k, n] for k, n in self._requests.items()],
+                "latency": [[*k, list(v), self._sums[k]] for k, v in self._latency.items()],
+                "counters": dict(self.counters),
+            }
+
+    def absorb(self, snapshot: Mapping[str, JSONValue]) -> None:
+        """Add another process's :meth:`snapshot` to these series (a fleet's sum)."""
+        with self._lock:
+            for method, route, status, n in cast("list[list[Any]]", snapshot.get("requests", [])):
+                self._requests[(str(method), str(route), str(status))] += int(n)
+            for method, route, counts, total in cast(
+                "list[list[Any]]", snapshot.get("latency", [])
+            ):
+                key = (str(method), str(route))
+                mine = self._latency.setdefault(key, [0.0] * (len(_BUCKETS) + 1))
+                for index, hits in enumerate(counts[: len(mine)]):
+                    mine[index] += float(hits)
+                self._sums[key] += float(total)
+            for name, n in cast("dict[str, int]", snapshot.get("counters", {})).items():
+                self.counters[str(name)] += int(n)
 
     def render(self) -> str:
         with self._lock:
