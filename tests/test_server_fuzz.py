@@ -9,6 +9,7 @@ import socket
 import threading
 from collections.abc import Iterator
 
+import httpx
 import pytest
 import uvicorn
 from hypothesis import HealthCheck, given, settings
@@ -24,8 +25,7 @@ schemathesis = pytest.importorskip("schemathesis")
 SCHEMA = schemathesis.openapi.from_dict(create_app(ServerConfig(dev_mode=True)).openapi())
 
 
-@pytest.fixture(scope="module")
-def server_url() -> Iterator[str]:
+def _serve(max_body_bytes: int) -> Iterator[str]:
     """A dev-mode server in a thread of its own, with a fake upstream."""
     with FakeOpenAI("fuzzed answer") as fake:
         config = ServerConfig(
@@ -33,7 +33,7 @@ def server_url() -> Iterator[str]:
             upstream_base_url=fake.base_url,
             rate_per_second=10_000,
             rate_burst=10_000,
-            max_body_bytes=256 * 1024,
+            max_body_bytes=max_body_bytes,
         )
         app = create_app(config, store=MemoryStore())
         sock = socket.socket()
@@ -53,6 +53,17 @@ def server_url() -> Iterator[str]:
             sock.close()
 
 
+@pytest.fixture(scope="module")
+def server_url() -> Iterator[str]:
+    yield from _serve(256 * 1024)
+
+
+@pytest.fixture(scope="module")
+def roomy_server_url() -> Iterator[str]:
+    """The default 4 MiB body limit, so megabyte strings reach the routes."""
+    yield from _serve(ServerConfig().max_body_bytes)
+
+
 @SCHEMA.parametrize()
 @settings(
     max_examples=30,
@@ -63,6 +74,53 @@ def server_url() -> Iterator[str]:
 def test_no_server_errors(case: schemathesis.Case, server_url: str) -> None:
     response = case.call(base_url=server_url, timeout=10)
     assert response.status_code < 500, (case.method, case.path, response.text[:300])
+
+
+HOSTILE = {
+    "lone high surrogate": "\ud800",
+    "lone low surrogate": "a\udfffb",
+    "NUL": "nul\u0000here",
+    "1 M characters": "x" * 1_000_000,
+    "3 MB of UTF-8": "\u00e9" * 1_500_000,
+    "10 MB (over the body limit)": "y" * 10_000_000,
+    "empty": "",
+}
+
+
+def _hostile(value: object, text: str) -> object:
+    """``value`` with every string in it replaced by ``text``."""
+    if isinstance(value, str):
+        return text
+    if isinstance(value, list):
+        return [_hostile(v, text) for v in value]
+    if isinstance(value, dict):
+        return {k: _hostile(v, text) for k, v in value.items()}
+    return value
+
+
+@SCHEMA.parametrize()
+@SCHEMA.given(name=st.sampled_from(sorted(HOSTILE)))
+@settings(
+    max_examples=8,
+    deadline=None,
+    derandomize=True,
+    suppress_health_check=list(HealthCheck),
+)
+def test_hostile_strings_in_every_body_field_get_no_server_error(
+    case: schemathesis.Case, name: str, roomy_server_url: str
+) -> None:
+    """Lone surrogates, NUL and 1-10 MB strings in every string field of every body."""
+    body = _hostile(case.body, HOSTILE[name]) if isinstance(case.body, dict | list) else None
+    # Sent by hand: schemathesis would validate the hostile body against the schema first.
+    response = httpx.request(
+        case.method,
+        roomy_server_url + case.formatted_path,
+        params=case.query or None,
+        content=None if body is None else json.dumps(body),
+        headers={"content-type": "application/json"},
+        timeout=60,
+    )
+    assert response.status_code < 500, (case.method, case.path, name, response.text[:300])
 
 
 TEXT = st.text(

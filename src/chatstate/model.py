@@ -115,6 +115,11 @@ class Event:
     token_count: int | None = None
     idempotency_key: str | None = None
     schema_version: int = EVENT_SCHEMA_VERSION
+    unreadable: str | None = None
+    """Set when the stored body could not be used: ``unreadable``, ``unknown kind`` or
+    ``unknown role``. Such an event is a ``marker`` whose ``data`` holds the stored body
+    verbatim (``raw``) and what is wrong with it (``problem``); readers leave it out and say
+    so (see :func:`chatstate.store.codec.decode_event`)."""
 
     def draft(self) -> NewEvent:
         """The payload of this event, as it was appended."""

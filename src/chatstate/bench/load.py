@@ -22,8 +22,10 @@ import statistics
 import sys
 import time
 import uuid
-from collections.abc import Callable, Coroutine
-from dataclasses import dataclass, field
+from collections.abc import Awaitable, Callable, Coroutine
+from contextlib import suppress
+from dataclasses import dataclass, field, replace
+from functools import partial
 from pathlib import Path
 from typing import TYPE_CHECKING
 
@@ -61,8 +63,14 @@ async def run_load(
     key: str | None = None,
     seed: int = 1,
     grace: float = 10.0,
+    request_timeout: float = 30.0,
 ) -> LoadReport:
-    """Drive the server at ``url`` open-loop; return what happened, checked."""
+    """Drive the server at ``url`` open-loop; return what happened, checked.
+
+    Every request started is counted once: ``ok``, or under ``errors`` by HTTP status
+    (``429``, ``503`` ...), ``timeout``, another transport error's name, or ``unfinished``
+    (still running when the grace period ended, then cancelled). Sessions are created and
+    read back with retries that honour ``Retry-After``, and removed at the end."""
     import httpx  # noqa: PLC0415 - the [server] extra brings it
 
     rng = random.Random(seed)  # noqa: S311 - seeded workload, not security
@@ -71,50 +79,115 @@ async def run_load(
     headers = {"Authorization": f"Bearer {key}"} if key else {}
     report = LoadReport()
     limits = httpx.Limits(max_connections=64, max_keepalive_connections=64)
-    async with httpx.AsyncClient(base_url=url, headers=headers, timeout=30, limits=limits) as c:
-        for name in names:
-            (await c.post("/v1/sessions", json={"id": name})).raise_for_status()
 
-        async def one(i: int) -> None:
-            session = rng.choice(names)
-            started = time.time_ns()
-            begin = time.perf_counter()
-            op: Op
-            is_append = rng.random() < 0.7
-            value = f"{run}-{i}" if is_append else None
-            try:
-                if is_append:
-                    r = await c.post(
-                        f"/v1/sessions/{session}/events",
-                        json={"events": [{"role": "user", "content": value}]},
-                    )
-                    ok = r.status_code == 201
-                    seq = r.json()["first_seq"] if ok else None
-                    op = Op("append", session, ok, value=value, seq=seq)
-                    if not ok:
-                        code = str(r.status_code)
-                        report.errors[code] = report.errors.get(code, 0) + 1
-                else:
-                    op = Op("read", session, True, seen=await _read_all(c, session))
-            except (httpx.HTTPError, KeyError, ValueError) as exc:
-                report.errors[type(exc).__name__] = report.errors.get(type(exc).__name__, 0) + 1
-                op = Op("append" if is_append else "read", session, False, value=value)
-            elapsed = (time.perf_counter() - begin) * 1e3
-            report.ops.append(
-                Op(op.kind, op.session, op.ok, op.value, op.seq, op.seen, started, time.time_ns())
-            )
-            if op.ok:
-                report.ok += 1
-                report.latencies_ms.append(elapsed)
+    async with httpx.AsyncClient(
+        base_url=url, headers=headers, timeout=request_timeout, limits=limits
+    ) as c:
+        created: list[str] = []
+        try:
+            for name in names:
+                await _patiently(partial(c.post, "/v1/sessions", json={"id": name}))
+                created.append(name)
 
-        start = time.perf_counter()
-        report.sent = await _open_loop(one, rate=rate, duration=duration, grace=grace)
-        report.seconds = time.perf_counter() - start
-        final = {name: list(await _read_all(c, name)) for name in names}
-        for name in names:
-            await c.delete(f"/v1/sessions/{name}")
+            async def one(i: int) -> None:
+                session, is_append = rng.choice(names), rng.random() < 0.7
+                await _one(c, report, session, f"{run}-{i}" if is_append else None)
+
+            start = time.perf_counter()
+            report.sent = await _open_loop(one, rate=rate, duration=duration, grace=grace)
+            report.seconds = time.perf_counter() - start
+            final = {name: list(await _patiently_read(c, name)) for name in names}
+        finally:
+            for name in created:
+                with suppress(httpx.HTTPError, _Status):
+                    await _patiently(partial(c.delete, f"/v1/sessions/{name}"))
     report.anomalies = check_history(report.ops, final)
     return report
+
+
+async def _one(c: httpx.AsyncClient, report: LoadReport, session: str, value: str | None) -> None:
+    """One request (an append of ``value``, or a read when it is None), recorded."""
+    import httpx  # noqa: PLC0415 - the [server] extra brings it
+
+    def failed(kind: str) -> None:
+        report.errors[kind] = report.errors.get(kind, 0) + 1
+
+    started = time.time_ns()
+    begin = time.perf_counter()
+    op = Op("read" if value is None else "append", session, False, value=value)
+    try:
+        if value is not None:
+            r = await c.post(
+                f"/v1/sessions/{session}/events",
+                json={"events": [{"role": "user", "content": value}]},
+            )
+            if r.status_code == 201:
+                op = replace(op, ok=True, seq=r.json()["first_seq"])
+            else:
+                failed(str(r.status_code))
+                op = replace(op, refused=400 <= r.status_code < 500 or r.status_code == 503)
+        else:
+            op = replace(op, ok=True, seen=await _read_all(c, session))
+    except _Status as exc:
+        failed(str(exc.status))
+    except httpx.TimeoutException:
+        failed("timeout")
+    except (httpx.HTTPError, KeyError, ValueError) as exc:
+        failed(type(exc).__name__)
+    except asyncio.CancelledError:
+        failed("unfinished")
+        report.ops.append(replace(op, started=started, ended=time.time_ns()))
+        raise
+    elapsed = (time.perf_counter() - begin) * 1e3
+    report.ops.append(replace(op, started=started, ended=time.time_ns()))
+    if op.ok:
+        report.ok += 1
+        report.latencies_ms.append(elapsed)
+
+
+class _Status(Exception):
+    """An answer other than the one expected (its HTTP status)."""
+
+    def __init__(self, status: int, retry_after: float = 1.0) -> None:
+        super().__init__(f"HTTP {status}")
+        self.status = status
+        self.retry_after = retry_after
+
+
+def _checked(r: httpx.Response) -> httpx.Response:
+    if r.status_code >= 300:
+        try:
+            wait = float(r.headers.get("retry-after", "1"))
+        except ValueError:
+            wait = 1.0
+        raise _Status(r.status_code, wait)
+    return r
+
+
+_PATIENCE = 60.0
+"""Seconds the set-up, final reads and clean-up retry through 429/503 before giving up."""
+
+
+async def _patiently(call: Callable[[], Awaitable[httpx.Response]]) -> httpx.Response:
+    deadline = time.monotonic() + _PATIENCE
+    while True:
+        try:
+            return _checked(await call())
+        except _Status as exc:
+            if exc.status not in (429, 503) or time.monotonic() > deadline:
+                raise
+            await asyncio.sleep(min(exc.retry_after, 5.0))
+
+
+async def _patiently_read(client: httpx.AsyncClient, session: str) -> tuple[str, ...]:
+    deadline = time.monotonic() + _PATIENCE
+    while True:
+        try:
+            return await _read_all(client, session)
+        except _Status as exc:
+            if exc.status not in (429, 503) or time.monotonic() > deadline:
+                raise
+            await asyncio.sleep(min(exc.retry_after, 5.0))
 
 
 async def _open_loop(
@@ -125,7 +198,8 @@ async def _open_loop(
     grace: float,
 ) -> int:
     """Start ``one(i)`` every ``1/rate`` seconds for ``duration``, whatever the answers do;
-    wait ``grace`` seconds for those in flight, cancel the rest. Returns how many started."""
+    wait ``grace`` seconds for those in flight, cancel the rest (each records itself as
+    unfinished). Returns how many started."""
     start = time.perf_counter()
     tasks: list[asyncio.Task[None]] = []
     i = 0
@@ -139,6 +213,7 @@ async def _open_loop(
         _, pending = await asyncio.wait(tasks, timeout=grace)
         for task in pending:
             task.cancel()
+        await asyncio.gather(*pending, return_exceptions=True)
     return i
 
 
@@ -146,10 +221,11 @@ async def _read_all(client: httpx.AsyncClient, session: str) -> tuple[str, ...]:
     values: list[str] = []
     after = 0
     while True:
-        r = await client.get(
-            f"/v1/sessions/{session}/events", params={"after": after, "limit": 1000}
+        r = _checked(
+            await client.get(
+                f"/v1/sessions/{session}/events", params={"after": after, "limit": 1000}
+            )
         )
-        r.raise_for_status()
         page = r.json()["data"]
         if not page:
             return tuple(values)
@@ -191,6 +267,8 @@ def main(argv: list[str] | None = None) -> int:
         f"latency ms: mean {mean:.1f}, p50 {report.percentile(0.5):.1f}, "
         f"p95 {report.percentile(0.95):.1f}, p99 {report.percentile(0.99):.1f}"
     )
+    counted = report.ok + sum(report.errors.values())
+    print(f"accounted for: {counted:,} of {report.sent:,} sent")
     print(f"consistency: {len(report.anomalies)} anomalies")
     for anomaly in report.anomalies[:10]:
         print(f"  {anomaly.kind} in {anomaly.session}: {anomaly.detail}")

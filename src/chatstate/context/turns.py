@@ -11,6 +11,8 @@ Repairs (each reported as an :class:`Exclusion`, never silent):
 * a ``tool_result`` with no matching call before it in its turn is left out;
 * an event over ``max_event_tokens`` is left out (one huge paste or tool output must not
   make every later request fail);
+* a stored event this code cannot read (:attr:`Event.unreadable`) is left out with its
+  reason (``unreadable``, ``unknown kind``, ``unknown role``);
 * ``state``, ``summary`` and ``marker`` events are not chat messages and are skipped
   without being reported.
 """
@@ -106,6 +108,9 @@ def group_turns(
         current.clear()
 
     for event in events:
+        if event.unreadable is not None:
+            excluded.append(Exclusion(event.seq, event.unreadable))
+            continue
         if event.kind not in _CHAT_KINDS:
             continue
         if message_tokens(event, count, stored=stored) > max_event_tokens:

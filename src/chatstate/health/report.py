@@ -23,7 +23,7 @@ from __future__ import annotations
 import threading
 from bisect import bisect_right
 from collections.abc import Callable, Collection, Iterable, Mapping, Sequence
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 
 from chatstate.context.manifest import Manifest
 from chatstate.context.tokens import counter_for
@@ -69,6 +69,8 @@ class HealthReport:
     counts: Mapping[DetectorName, int]
     summaries: int = 0
     detectors: tuple[DetectorName, ...] = field(default=DETECTORS)
+    skipped: tuple[tuple[int, str], ...] = ()
+    """Stored events the report could not read, as (seq, reason); they are left out."""
 
     def flagged(self, detector: DetectorName) -> list[Flag]:
         return [f for f in self.flags if f.detector == detector]
@@ -91,6 +93,7 @@ class HealthReport:
             "messages": len(self.turns),
             "summaries": self.summaries,
             "detectors": list(self.detectors),
+            "skipped": [{"seq": seq, "reason": why} for seq, why in self.skipped],
         }
 
 
@@ -219,7 +222,11 @@ def analyse(
     """
     sweep = _Sweep(events, detectors, count or counter_for("gpt-4o").count,
                    extractor or RuleExtractor())  # fmt: skip
+    skipped: list[tuple[int, str]] = []
     for event in events:
+        if event.unreadable is not None:
+            skipped.append((event.seq, event.unreadable))
+            continue
         sweep.catch_up(event.seq)
         if event.kind == "summary":
             sweep.summary(event)
@@ -227,7 +234,8 @@ def analyse(
             sweep.message(event)
     flags = sweep.finish(budget, manifests or {})
     chosen = tuple(d for d in DETECTORS if d in detectors)
-    return _report(flags, sweep.said, sweep.known, sweep.summaries, chosen)
+    report = _report(flags, sweep.said, sweep.known, sweep.summaries, chosen)
+    return replace(report, skipped=tuple(skipped)) if skipped else report
 
 
 def check_turns(

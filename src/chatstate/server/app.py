@@ -20,9 +20,11 @@ from chatstate.context.engine import ContextEngine
 from chatstate.errors import ChatstateError
 from chatstate.health import HealthMetrics
 from chatstate.server import errors, ui
+from chatstate.server.admission import Admission, Gate
 from chatstate.server.auth import KeyRing
 from chatstate.server.config import ServerConfig, is_loopback
 from chatstate.server.deps import Services, services
+from chatstate.server.fleet import MetricsShare, SharedRateLimiter, connect, namespace
 from chatstate.server.gateway import AfterTurn, Gateway, TurnDone
 from chatstate.server.middleware import BodyLimit, Metrics, MetricsMiddleware, RateLimiter
 from chatstate.server.routes_chat import router as chat_router
@@ -30,6 +32,8 @@ from chatstate.server.routes_sessions import router as sessions_router
 from chatstate.server.routes_state import router as state_router
 from chatstate.server.streams import ResponseLog
 from chatstate.state import StateKeeper
+from chatstate.store.encrypted import EncryptedStore
+from chatstate.store.keys import StaticKeys
 from chatstate.store.protocol import Store
 from chatstate.store.url import open_store, redact
 
@@ -72,10 +76,20 @@ def create_app(config: ServerConfig | None = None, *, store: Store | None = None
     async def lifespan(app: FastAPI) -> AsyncIterator[None]:
         own = store is None
         opened = store or await open_store(config.database_url, cache_url=config.redis_url)
+        if config.encryption_keys:
+            opened = EncryptedStore(opened, StaticKeys.from_text(config.encryption_keys))
         timeout = httpx.Timeout(config.upstream_timeout, connect=10.0)
-        http = httpx.AsyncClient(timeout=timeout)
+        limits = httpx.Limits(
+            max_connections=config.upstream_max_connections,
+            max_keepalive_connections=config.upstream_max_keepalive,
+        )
+        http = httpx.AsyncClient(timeout=timeout, limits=limits)
         try:
             svc = _services(config, opened, http, metrics)
+            if config.redis_url:
+                prefix = namespace(config.redis_url)
+                svc.fleet = MetricsShare(connect(config.redis_url), metrics, prefix=prefix)
+                svc.fleet.start()
             svc.dev_mode = await decide_dev_mode(config, svc.keys)
             app.state.services = svc
             log.info("chatstate serving %s", redact(config.database_url))
@@ -86,6 +100,9 @@ def create_app(config: ServerConfig | None = None, *, store: Store | None = None
                 purger.cancel()
                 await svc.gateway.aclose()
                 await svc.engine.aclose()
+                await svc.limiter.aclose()
+                if svc.fleet is not None:
+                    await svc.fleet.aclose()
         finally:
             await http.aclose()
             if own:
@@ -106,6 +123,8 @@ def create_app(config: ServerConfig | None = None, *, store: Store | None = None
     ui.install(app)  # the inspector at /ui and the offline /docs
     _add_operations(app, metrics)
     app.add_middleware(BodyLimit, max_bytes=config.max_body_bytes)
+    app.state.admission = gate = Gate(config.max_in_flight)
+    app.add_middleware(Admission, gate=gate, metrics=metrics)  # before the body is read
     app.add_middleware(MetricsMiddleware, metrics=metrics)
     return app
 
@@ -135,12 +154,24 @@ def _services(
         responses=responses,
         gateway=gateway,
         keys=KeyRing(store, cache_seconds=config.key_cache_seconds),
-        limiter=RateLimiter(rate=config.rate_per_second, burst=config.rate_burst),
+        limiter=_limiter(config),
         metrics=metrics,
         http=http,
         dev_mode=False,
         health=health,
     )
+
+
+def _limiter(config: ServerConfig) -> RateLimiter:
+    """Buckets in Redis when the service has one (shared by every worker), else local."""
+    if config.redis_url:
+        return SharedRateLimiter(
+            connect(config.redis_url),
+            rate=config.rate_per_second,
+            burst=config.rate_burst,
+            prefix=namespace(config.redis_url),
+        )
+    return RateLimiter(rate=config.rate_per_second, burst=config.rate_burst)
 
 
 def _state_and_health(keeper: StateKeeper, health: HealthMetrics) -> AfterTurn:
@@ -187,8 +218,11 @@ def _add_operations(app: FastAPI, metrics: Metrics) -> None:
 
     @app.get("/metrics", tags=["operations"], response_class=PlainTextResponse)
     async def metrics_text(request: Request) -> PlainTextResponse:
-        """Prometheus text format: requests, responses and session health."""
-        text = metrics.render() + services(request).health.render()
+        """Prometheus text format: requests, responses and session health (with
+        ``--redis-url``, requests and responses summed over every worker)."""
+        svc = services(request)
+        own = await svc.fleet.render() if svc.fleet is not None else metrics.render()
+        text = own + svc.health.render()
         return PlainTextResponse(text, media_type="text/plain; version=0.0.4")
 
 

@@ -11,7 +11,7 @@ import ipaddress
 import os
 import tomllib
 from collections.abc import Mapping
-from dataclasses import dataclass, fields, replace
+from dataclasses import dataclass, field, fields, replace
 from pathlib import Path
 
 from chatstate.errors import ValidationError
@@ -47,10 +47,21 @@ class ServerConfig:
     """How long a looked-up key (or "no keys exist") is trusted before the store is asked."""
     dev_mode: bool | None = None
     """None: decided at start (no keys and a loopback host). Tests set it."""
+    encryption_keys: str | None = field(default=None, repr=False)
+    """``id:base64,...`` (first current): encrypt at rest with
+    :class:`~chatstate.store.encrypted.EncryptedStore` (``chatstate[encryption]``)."""
+    max_in_flight: int = 64
+    """Requests one process works on at once; more get 503 with ``Retry-After`` at once
+    (streams count while their producer runs). 0 turns admission control off."""
+    upstream_max_connections: int = 512
+    """Connections the gateway's upstream client opens at most (each stream holds one)."""
+    upstream_max_keepalive: int = 64
 
     def __post_init__(self) -> None:
         if self.workers < 1 or self.max_body_bytes < 1024 or self.rate_burst < 1:
             raise ValidationError("workers, max_body_bytes and rate_burst must be positive")
+        if self.max_in_flight < 0 or self.upstream_max_connections < 1:
+            raise ValidationError("max_in_flight must be >= 0, upstream_max_connections >= 1")
         if self.rate_per_second <= 0 or self.response_ttl_seconds <= 0:
             raise ValidationError("rate_per_second and response_ttl_seconds must be positive")
 

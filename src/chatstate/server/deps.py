@@ -15,6 +15,7 @@ from chatstate.health import HealthMetrics
 from chatstate.server.auth import KeyRing, Principal, authenticate
 from chatstate.server.config import ServerConfig
 from chatstate.server.errors import Forbidden, PreconditionFailed
+from chatstate.server.fleet import MetricsShare
 from chatstate.server.gateway import Gateway
 from chatstate.server.middleware import Metrics, RateLimiter
 from chatstate.server.streams import ResponseLog
@@ -54,6 +55,8 @@ class Services:
     dev_mode: bool
     health: HealthMetrics = field(default_factory=HealthMetrics)
     """Session-health counters, fed after each gateway turn."""
+    fleet: MetricsShare | None = None
+    """With ``redis_url``: ``/metrics`` sums every worker's series."""
 
 
 def services(request: Request) -> Services:
@@ -66,7 +69,7 @@ async def _principal(
 ) -> Principal:
     svc = services(request)
     principal = await authenticate(svc.keys, authorization, dev_mode=svc.dev_mode)
-    svc.limiter.take(principal.key_id)
+    await svc.limiter.acquire(principal.key_id)
     return principal
 
 

@@ -150,8 +150,11 @@ async def _http_error(_request: Request, exc: Exception) -> JSONResponse:
 
 
 async def _unexpected(_request: Request, exc: Exception) -> JSONResponse:
+    """Starlette re-raises after this answer and the server then drops the connection, so
+    the answer says so (``Connection: close``): a client never reuses a dead socket."""
     log.error("unhandled error", exc_info=exc)
-    return JSONResponse({"error": "internal", "message": "internal error"}, status_code=500)
+    body = {"error": "internal", "message": "internal error"}
+    return JSONResponse(body, status_code=500, headers={"Connection": "close"})
 
 
 def install(app: FastAPI) -> None:

@@ -47,6 +47,7 @@ from chatstate.openai_format import from_openai
 from chatstate.server.auth import Principal, check_write
 from chatstate.server.config import ServerConfig
 from chatstate.server.errors import ResponseExpired, ResponseNotFound, TurnInProgress
+from chatstate.server.inputs import check_messages, limits_of
 from chatstate.server.middleware import Metrics
 from chatstate.server.sse import collect
 from chatstate.server.streams import ResponseInfo, ResponseLog, Status, Stopped
@@ -128,8 +129,9 @@ class Gateway:
         if not turn.messages:
             raise ValidationError("messages must not be empty")
         drafts = [from_openai(m, index=i) for i, m in enumerate(turn.messages)]
+        check_messages(drafts, limits_of(self.store))  # before a token is counted
         rid = _response_id(tenant, session_id, turn.idempotency_key)
-        await self._ensure_session(tenant, session_id)
+        await self._ensure_session(tenant, session_id, principal, drafts)
         head, last = await self._head(tenant, session_id, turn.branch)
         pending = response_of(last) if last and last.role != "assistant" else None
         if pending == rid:
@@ -190,12 +192,15 @@ class Gateway:
         chat = [e for e in recent if e.kind in _CHAT]
         return head, (chat[-1] if chat else None)
 
-    async def _ensure_session(self, tenant: str, session_id: str) -> None:
+    async def _ensure_session(
+        self, tenant: str, session_id: str, principal: Principal, drafts: list[NewEvent]
+    ) -> None:
         try:
             await self.store.get_session(tenant_id=tenant, session_id=session_id)
         except SessionNotFound as exc:
             if exc.status == 410:
                 raise
+            check_write(principal, drafts, None)  # a refused request leaves no session
             with suppress(AlreadyExists):
                 await self.store.create_session(tenant_id=tenant, session_id=session_id)
 

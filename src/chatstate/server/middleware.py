@@ -3,7 +3,8 @@
 * :class:`BodyLimit` answers 413 for a body over the limit: at once when
   ``Content-Length`` says so, otherwise as soon as the streamed body passes it.
 * :class:`RateLimiter` is a token bucket per key (per process: with N workers a key gets
-  up to N times the rate).
+  up to N times the rate, unless ``--redis-url`` shares the buckets:
+  :mod:`chatstate.server.fleet`).
 * :class:`Metrics` counts requests and their latency per method, route template and
   status (templates, never raw paths, so the label set stays bounded) and renders the
   Prometheus text format.
@@ -15,9 +16,12 @@ import json
 import threading
 import time
 from collections import defaultdict
+from collections.abc import Mapping
+from typing import Any, cast
 
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
+from chatstate.model import JSONValue
 from chatstate.server.errors import RateLimited
 
 __all__ = ["BodyLimit", "Metrics", "MetricsMiddleware", "RateLimiter"]
@@ -77,7 +81,11 @@ async def _reject(send: Send, limit: int) -> None:
     body = json.dumps(
         {"error": "too_large", "message": f"request body over {limit} bytes"}
     ).encode()
-    headers = [(b"content-type", b"application/json"), (b"connection", b"close")]
+    headers = [
+        (b"content-type", b"application/json"),
+        (b"content-length", str(len(body)).encode()),
+        (b"connection", b"close"),
+    ]
     await send({"type": "http.response.start", "status": 413, "headers": headers})
     await send({"type": "http.response.body", "body": body})
 
@@ -104,6 +112,13 @@ class RateLimiter:
             self._buckets.clear()
         self._buckets[key] = (tokens - 1.0, now)
 
+    async def acquire(self, key: str) -> None:
+        """:meth:`take`, as the routes call it (a shared limiter awaits Redis here)."""
+        self.take(key)
+
+    async def aclose(self) -> None:
+        """Nothing to release for buckets kept in the process."""
+
 
 class Metrics:
     """Counters and a latency histogram with bounded labels; thread-safe."""
@@ -128,6 +143,31 @@ class Metrics:
     def count(self, name: str, n: int = 1) -> None:
         with self._lock:
             self.counters[name] += n
+
+    def snapshot(self) -> dict[str, JSONValue]:
+        """Every series as JSON, for :meth:`absorb` in another process."""
+        with self._lock:
+            return {
+                "requests": [[*k, n] for k, n in self._requests.items()],
+                "latency": [[*k, list(v), self._sums[k]] for k, v in self._latency.items()],
+                "counters": dict(self.counters),
+            }
+
+    def absorb(self, snapshot: Mapping[str, JSONValue]) -> None:
+        """Add another process's :meth:`snapshot` to these series (a fleet's sum)."""
+        with self._lock:
+            for method, route, status, n in cast("list[list[Any]]", snapshot.get("requests", [])):
+                self._requests[(str(method), str(route), str(status))] += int(n)
+            for method, route, counts, total in cast(
+                "list[list[Any]]", snapshot.get("latency", [])
+            ):
+                key = (str(method), str(route))
+                mine = self._latency.setdefault(key, [0.0] * (len(_BUCKETS) + 1))
+                for index, hits in enumerate(counts[: len(mine)]):
+                    mine[index] += float(hits)
+                self._sums[key] += float(total)
+            for name, n in cast("dict[str, int]", snapshot.get("counters", {})).items():
+                self.counters[str(name)] += int(n)
 
     def render(self) -> str:
         with self._lock:

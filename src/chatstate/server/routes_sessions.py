@@ -26,6 +26,7 @@ from chatstate.openai_format import to_openai
 from chatstate.server.auth import check_write
 from chatstate.server.deps import IdempotencyKey, IfMatch, Reader, Svc, Writer, etag
 from chatstate.server.errors import PreconditionFailed
+from chatstate.server.inputs import check_events, check_message, check_tool_pairing, limits_of
 from chatstate.server.views import (
     AppendBody,
     ContextBody,
@@ -38,6 +39,7 @@ from chatstate.server.views import (
     session_json,
     state_json,
     to_new_event,
+    unreadable_line,
 )
 from chatstate.store.protocol import Store
 
@@ -48,6 +50,8 @@ router = APIRouter(prefix="/v1", tags=["sessions"])
 SessionId = Annotated[str, Path(max_length=128)]
 BranchQ = Annotated[str, Query(max_length=128)]
 _CHAT_KINDS = ("message", "tool_call", "tool_result")
+_PAIRING_WINDOW = 32
+"""Newest events read to check tool call/result pairing on append."""
 
 
 async def _head(store: Store, tenant: str, session_id: str, branch: str) -> int:
@@ -151,6 +155,12 @@ async def append_events(
         raise ValidationError("If-Match and expected_seq disagree")
     events = [to_new_event(raw, i) for i, raw in enumerate(body.events)]
     check_write(who, events, None)
+    check_events(events, limits_of(svc.store))  # 422/413 before a token is counted
+    if any(e.kind in _CHAT_KINDS for e in events):
+        recent = await svc.store.read_last(
+            tenant_id=who.tenant, session_id=session_id, branch=branch, n=_PAIRING_WINDOW
+        )
+        check_tool_pairing(recent, events)
     expected = if_match if if_match is not None else body.expected_seq
     try:
         result = await svc.engine.append(
@@ -226,6 +236,9 @@ async def build_context(
     session_id: SessionId, body: ContextBody, svc: Svc, who: Reader
 ) -> JSONResponse:
     """The messages the next model call would get, and the manifest of what was left out."""
+    limits = limits_of(svc.store)
+    check_message(body.message, "message", limits)
+    check_message(body.system, "system", limits)
     await svc.store.get_session(tenant_id=who.tenant, session_id=session_id)
     built = await svc.reader_engine.build(
         session_id,
@@ -273,7 +286,10 @@ async def put_state(
 async def export(
     session_id: SessionId, svc: Svc, who: Reader, branch: BranchQ = "main"
 ) -> StreamingResponse:
-    """JSONL, one OpenAI message per line (state, summary and marker events are skipped)."""
+    """JSONL, one OpenAI message per line (state, summary and marker events are skipped).
+
+    A stored event that cannot be read is written as it is stored, under a marker:
+    ``{"chatstate_unreadable": {"seq", "reason", "problem", "raw"}}``."""
     await _head(svc.store, who.tenant, session_id, branch)  # 404 before the body starts
 
     async def lines() -> AsyncIterator[bytes]:
@@ -287,7 +303,9 @@ async def export(
                 limit=1000,
             )
             for event in page:
-                if event.kind in _CHAT_KINDS:
+                if event.unreadable is not None:
+                    yield (json.dumps(unreadable_line(event)) + "\n").encode()
+                elif event.kind in _CHAT_KINDS:
                     line = json.dumps(to_openai(event)) + "\n"
                     yield line.encode()
             if len(page) < 1000:

@@ -26,6 +26,7 @@ __all__ = [
     "session_json",
     "state_json",
     "to_new_event",
+    "unreadable_line",
 ]
 
 _ID = r"^[A-Za-z0-9][A-Za-z0-9._@+-]*$"
@@ -131,10 +132,12 @@ def branch_json(branch: Branch) -> dict[str, JSONValue]:
 
 
 def event_json(event: Event) -> dict[str, JSONValue]:
+    """An event as the API shows it; one that could not be read from the store carries
+    ``unreadable`` (the reason) and its stored body in ``data.raw``."""
     content: JSONValue = (
         [dict(p) for p in event.content] if isinstance(event.content, tuple) else event.content
     )
-    return {
+    out: dict[str, JSONValue] = {
         "seq": event.seq,
         "branch": event.branch,
         "created_at": _time(event.created_at),
@@ -151,7 +154,22 @@ def event_json(event: Event) -> dict[str, JSONValue]:
         "extra": dict(event.extra),
         "token_count": event.token_count,
     }
+    if event.unreadable is not None:
+        out["unreadable"] = event.unreadable
+    return out
 
 
 def state_json(doc: StateDoc) -> dict[str, JSONValue]:
     return {"version": doc.version, "data": dict(doc.data), "updated_at": _time(doc.updated_at)}
+
+
+def unreadable_line(event: Event) -> dict[str, JSONValue]:
+    """The export line of a stored event that cannot be read: its body as stored, marked."""
+    return {
+        "chatstate_unreadable": {
+            "seq": event.seq,
+            "reason": event.unreadable,
+            "problem": event.data.get("problem"),
+            "raw": event.data.get("raw"),
+        }
+    }

@@ -16,9 +16,11 @@ from collections.abc import Mapping, Sequence
 from datetime import datetime
 from typing import cast
 
-from chatstate.errors import SchemaMismatch, TooLarge, ValidationError
+from chatstate.errors import TooLarge, ValidationError
 from chatstate.model import (
+    EVENT_KINDS,
     EVENT_SCHEMA_VERSION,
+    ROLES,
     Event,
     EventKind,
     JSONValue,
@@ -38,6 +40,7 @@ __all__ = [
     "encode_state",
     "fingerprint",
     "loads",
+    "unreadable_event",
 ]
 
 
@@ -145,41 +148,127 @@ def decode_event(
     token_count: int | None,
     idempotency_key: str | None,
 ) -> Event:
-    """Rebuild an :class:`Event` from its stored body and its place in the log."""
-    doc = json.loads(body) if isinstance(body, str | bytes) else body
+    """Rebuild an :class:`Event` from its stored body and its place in the log.
+
+    Never raises for what is stored: a body this code cannot use (not JSON, another schema
+    version, a wrong type in a field, an unknown kind or role) comes back as an
+    *unreadable* event (:func:`unreadable_event`) so that one bad row cannot brick a
+    session. Readers leave such events out and say why.
+    """
+    try:
+        doc = json.loads(body) if isinstance(body, str | bytes) else body
+    except (ValueError, UnicodeError):
+        doc = None
+    place = (seq, branch, created_at, token_count, idempotency_key)
     if not isinstance(doc, Mapping):
-        raise SchemaMismatch("stored event is not a JSON object", fix="chatstate migrate")
+        return unreadable_event(body, "unreadable", "not a JSON object", *place)
     version = doc.get("v")
     if version != EVENT_SCHEMA_VERSION:
         # Version 1 is the only one so far; upgrades of older bodies go here.
-        raise SchemaMismatch(
-            f"event body has schema version {version!r}, this chatstate reads "
-            f"{EVENT_SCHEMA_VERSION}",
-            fix="upgrade chatstate",
-        )
-    # String casts cost nothing at run time; this function runs once per event read.
+        problem = f"schema version {version!r}, this chatstate reads {EVENT_SCHEMA_VERSION}"
+        return unreadable_event(body, "unreadable", problem, *place)
+    kind = doc.get("kind")
+    if kind not in EVENT_KINDS:
+        return unreadable_event(body, "unknown kind", f"kind {kind!r}", *place)
+    role = doc.get("role")
+    if kind in ("message", "tool_call", "tool_result") and role not in ROLES:
+        return unreadable_event(body, "unknown role", f"role {role!r}", *place)
+    try:
+        event = _event(doc, place)
+        check_new_event(event.draft(), 0)
+    except (ValidationError, KeyError, TypeError, ValueError, AttributeError) as exc:
+        reason = "unknown role" if "role" in str(exc) else "unreadable"
+        return unreadable_event(body, reason, str(exc).removeprefix("events[0]: "), *place)
+    return event
+
+
+def _event(
+    doc: Mapping[str, JSONValue],
+    place: tuple[int, str, datetime, int | None, str | None],
+) -> Event:
+    seq, branch, created_at, token_count, idempotency_key = place
     content = doc.get("content")
-    raw_calls = doc.get("tool_calls")
+    if isinstance(content, list):
+        content = tuple(content)  # type: ignore[assignment]
+    elif content is not None and not isinstance(content, str):
+        raise ValidationError(f"content is a {type(content).__name__}")
+    raw_calls = doc.get("tool_calls") or []
+    if not isinstance(raw_calls, list):
+        raise ValidationError("tool_calls is not a list")
+    calls = []
+    for c in raw_calls:
+        if not isinstance(c, dict) or not all(
+            isinstance(c.get(k), str) for k in ("id", "name", "arguments", "type")
+        ):
+            raise ValidationError("a tool call is malformed")
+        calls.append(
+            ToolCall(
+                id=cast(str, c["id"]),
+                name=cast(str, c["name"]),
+                arguments=cast(str, c["arguments"]),
+                type=cast(str, c["type"]),
+            )
+        )
+    for key in ("tool_call_id", "name"):
+        if doc.get(key) is not None and not isinstance(doc.get(key), str):
+            raise ValidationError(f"{key} is not text")
+    data = doc.get("data") or {}
+    extra = doc.get("extra") or {}
+    if not isinstance(data, dict) or not isinstance(extra, dict):
+        raise ValidationError("data and extra must be objects")
+    # String casts cost nothing at run time; this function runs once per event read.
     return Event(
         seq=seq,
         branch=branch,
         created_at=created_at,
         kind=cast("EventKind", doc["kind"]),
         role=cast("Role | None", doc.get("role")),
-        content=tuple(content) if isinstance(content, list) else content,  # type: ignore[arg-type]
-        tool_calls=tuple(
-            ToolCall(id=c["id"], name=c["name"], arguments=c["arguments"], type=c["type"])
-            for c in cast("list[dict[str, str]]", raw_calls)
-        )
-        if raw_calls
-        else (),
+        content=cast("str | tuple[dict[str, JSONValue], ...] | None", content),
+        tool_calls=tuple(calls),
         tool_call_id=cast("str | None", doc.get("tool_call_id")),
         name=cast("str | None", doc.get("name")),
-        data=cast("dict[str, JSONValue]", doc.get("data") or {}),
-        extra=cast("dict[str, JSONValue]", doc.get("extra") or {}),
+        data=data,
+        extra=extra,
         token_count=token_count,
         idempotency_key=idempotency_key,
         schema_version=EVENT_SCHEMA_VERSION,
+    )
+
+
+def unreadable_event(
+    body: object,
+    reason: str,
+    problem: str,
+    seq: int,
+    branch: str,
+    created_at: datetime,
+    token_count: int | None,
+    idempotency_key: str | None,
+) -> Event:
+    """A stored event this code cannot use, kept in its place in the log.
+
+    It is a ``marker`` with :attr:`Event.unreadable` set to the reason (``unreadable``,
+    ``unknown kind``, ``unknown role``) and ``data`` holding ``raw`` (the stored body as
+    text, verbatim) and ``problem`` (what is wrong with it).
+    """
+    if isinstance(body, bytes):
+        raw = body.decode("utf-8", errors="replace")
+    elif isinstance(body, str):
+        raw = body
+    else:
+        try:
+            raw = dumps(body)
+        except (TypeError, ValueError):
+            raw = repr(body)
+    return Event(
+        seq=seq,
+        branch=branch,
+        created_at=created_at,
+        kind="marker",
+        data={"raw": raw, "problem": problem},
+        token_count=token_count,
+        idempotency_key=idempotency_key,
+        unreadable=reason,
     )
 
 

@@ -9,10 +9,13 @@ records with the final log of each session and reports every anomaly:
 * **not a prefix**: a read returned something that is not a prefix of the final log
   (reordering, a value that was later lost, or one that never existed);
 * **stale**: a read that started after an append was acknowledged does not contain it
-  (a cache serving an old window). Times are wall-clock nanoseconds from one machine.
+  (a cache serving an old window). Times are wall-clock nanoseconds from one machine;
+* **phantom**: a value in the final log or in a read that no operation appended, or that
+  an append the server *refused* (``refused=True``: a 4xx or a 503, which promise nothing
+  was written) carried.
 
-Appends that failed with an unknown outcome (a timeout, a lost connection) may be in the
-log or not, but never twice. Pure code: records in, anomalies out.
+Appends that failed with an unknown outcome (a timeout, a lost connection, cancelled after
+the grace period) may be in the log or not, but never twice. Pure code: records in, anomalies out.
 """
 
 from __future__ import annotations
@@ -43,6 +46,8 @@ class Op:
     started: int = 0
     ended: int = 0
     """``time.time_ns()`` before the call and after its answer."""
+    refused: bool = False
+    """For failed appends: the answer says nothing was written (4xx, 503)."""
 
     def to_json(self) -> str:
         return json.dumps(
@@ -55,6 +60,7 @@ class Op:
                 "seen": list(self.seen),
                 "started": self.started,
                 "ended": self.ended,
+                "refused": self.refused,
             }
         )
 
@@ -70,12 +76,13 @@ class Op:
             seen=tuple(raw["seen"]),
             started=raw["started"],
             ended=raw["ended"],
+            refused=bool(raw.get("refused", False)),
         )
 
 
 @dataclass(frozen=True, slots=True)
 class Anomaly:
-    kind: Literal["lost", "duplicate", "misplaced", "not a prefix", "stale"]
+    kind: Literal["lost", "duplicate", "misplaced", "not a prefix", "stale", "phantom"]
     session: str
     detail: str
 
@@ -118,8 +125,27 @@ def check_history(ops: Sequence[Op], final: Mapping[str, Sequence[str]]) -> list
                 anomalies.append(
                     Anomaly("not a prefix", session, f"a read of {len(op.seen)} values diverges")
                 )
-        anomalies += _stale_reads(session, [op for op in ops if op.session == session])
+        mine = [op for op in ops if op.session == session]
+        anomalies += _stale_reads(session, mine)
+        anomalies += _phantoms(session, mine, log)
     return anomalies
+
+
+def _phantoms(session: str, ops: list[Op], log: Sequence[str]) -> list[Anomaly]:
+    """Values no append wrote (or a refused one carried), in the log or in any read."""
+    written = {op.value for op in ops if op.kind == "append" and not op.refused}
+    refused = {op.value for op in ops if op.kind == "append" and op.refused} - written
+    out: list[Anomaly] = []
+    reported: set[str] = set()
+    seen_anywhere = [log, *(op.seen for op in ops if op.kind == "read" and op.ok)]
+    for values in seen_anywhere:
+        for value in values:
+            if value in written or value in reported:
+                continue
+            reported.add(value)
+            why = "a refused append carried it" if value in refused else "no append wrote it"
+            out.append(Anomaly("phantom", session, f"{value!r} is in the log: {why}"))
+    return out
 
 
 def _stale_reads(session: str, ops: list[Op]) -> list[Anomaly]:
