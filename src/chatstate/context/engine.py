@@ -434,6 +434,9 @@ class ContextEngine:
     ) -> bool:
         if not self.auto_compact or not out.overflow or key in self._tasks:
             return False
+        known = self._summaries.get(key)
+        if known is not None and (summary is None or known.seq > summary.seq):
+            return False  # a compaction landed while this build read: it is stale
         # Hysteresis: fold only once the overflow is worth a summary, and then down to
         # compact_to of the recent window, so a compaction runs every few turns, not
         # every turn (each fold costs milliseconds and a summary event).
@@ -452,6 +455,8 @@ class ContextEngine:
             return False
         to_seq = turns[cut - 1].last_seq
         span = [e for e in tail if e.seq <= to_seq and e.kind in _CHAT_KINDS]
+        if not _worth_a_summary(summary, span):
+            return False
         task = asyncio.create_task(
             self._compact(key, summary, span, to_seq), name=f"compact-{key[1]}-{to_seq}"
         )
@@ -560,6 +565,22 @@ def _summary_of(event: Event) -> SummaryInput | None:
     if isinstance(lo, int) and isinstance(hi, int) and isinstance(text, str) and hi < event.seq:
         return SummaryInput(seq=event.seq, from_seq=lo, to_seq=hi, text=text)
     return None
+
+
+_FOLD_RATIO = 4
+"""A fold takes at least this many times the previous summary's text (see below)."""
+
+
+def _worth_a_summary(previous: SummaryInput | None, span: list[Event]) -> bool:
+    """Fold only text at least ``_FOLD_RATIO`` times the size of the summary it replaces.
+    Each summary is about as long as the previous one, so summaries stay within about a
+    quarter of the log's raw text. When the window did not reach back to the previous
+    summary, the gap is folded too: its size is estimated from the span's average."""
+    if previous is None or not span:
+        return True
+    chars = sum(len(event_text(e)) for e in span)
+    events = span[-1].seq - previous.to_seq  # the gap's events and the span's
+    return chars * events / len(span) >= _FOLD_RATIO * len(previous.text)
 
 
 def _tokens(events: list[Event]) -> int:
