@@ -186,4 +186,4 @@ async def eval_context(ctx: Context, args: argparse.Namespace) -> int:
 
 async def bench(ctx: Context, args: argparse.Namespace) -> int:
     # The peers' drivers are blocking and the bench runs its own event loop: a thread.
-    return await asyncio.to_thread(peers.run, args, ctx.out)
+    return await asyncio.to_thread(peers.run, args, ctx.out, as_json=ctx.as_json)

@@ -31,6 +31,7 @@ from chatstate.context.assemble import (
 )
 from chatstate.context.manifest import Manifest
 from chatstate.context.pinned import render_state
+from chatstate.context.ranges import read_ranges
 from chatstate.context.retrieval import Retriever
 from chatstate.context.summaries import Summariser
 from chatstate.context.text import event_text
@@ -132,6 +133,11 @@ class ContextEngine:
         self._indexes: OrderedDict[_Key, _Index] = OrderedDict()
         self._prefixes: OrderedDict[tuple[str, str, str, str], tuple[str, ...]] = OrderedDict()
         self._tasks: dict[_Key, asyncio.Task[None]] = {}
+        self._window_sizes: OrderedDict[_Key, int] = OrderedDict()
+        """Events the previous build's window held, per branch: the next first page."""
+        self._systems: OrderedDict[_Key, str | None] = OrderedDict()
+        """The system prompt (text of a system message at seq 1) per branch, once read:
+        the log is append-only, so it is read once per process, not every turn."""
         self._summaries: OrderedDict[_Key, SummaryInput] = OrderedDict()
         """The newest summary seen per branch: found again when the window does not reach it."""
 
@@ -274,33 +280,49 @@ class ContextEngine:
         return None
 
     async def _read_window(self, key: _Key, budget: int) -> tuple[list[Event], SummaryInput | None]:
-        """The newest events, read backwards in small pages, down to the newest summary's
-        ``to_seq`` or until they hold twice the budget (older ones could not be sent
-        anyway) or ``tail_limit`` events. Returns them oldest first, and the summary."""
+        """The newest events, read backwards, down to the newest summary's ``to_seq`` or
+        until they hold twice the budget (older ones could not be sent anyway) or
+        ``tail_limit`` events. Returns them oldest first, and the summary.
+
+        The first page is sized to need no second one: the window's length at the
+        previous build plus a turn's worth, or (first build) twice the budget at 40 tokens
+        an event; a next page, to what twice the budget still needs at the tokens per
+        event seen so far."""
         events: list[Event] = []
         summary: SummaryInput | None = None
         tokens = 0
         before: int | None = None
+        hint = self._window_sizes.get(key)
+        size = hint + 8 if hint is not None else 2 * budget // 40
+        size = max(16, min(self._tail_limit, size))
         while len(events) < self._tail_limit:
+            limit = min(size, self._tail_limit - len(events))
             page = await self.store.read(
                 tenant_id=key[0],
                 session_id=key[1],
                 branch=key[2],
                 before_seq=before,
-                limit=min(_PAGE, self._tail_limit - len(events)),
+                limit=limit,
                 order="desc",
             )
             for event in page:
                 if summary is not None and event.seq <= summary.to_seq:
-                    events.reverse()
-                    return events, summary
+                    return self._window_done(key, events, summary)
                 events.append(event)
                 if summary is None and event.kind == "summary":
                     summary = _summary_of(event)
                 tokens += event.token_count or len(event_text(event)) // 3
-            if len(page) < _PAGE or (summary is None and tokens > 2 * budget):
+            if len(page) < limit or (summary is None and tokens > 2 * budget):
                 break
             before = page[-1].seq
+            per_event = max(1.0, tokens / len(events))
+            size = max(16, int((2 * budget - tokens) / per_event) + 8)
+        return self._window_done(key, events, summary)
+
+    def _window_done(
+        self, key: _Key, events: list[Event], summary: SummaryInput | None
+    ) -> tuple[list[Event], SummaryInput | None]:
+        self._remember(self._window_sizes, key, len(events))
         events.reverse()
         return events, summary
 
@@ -308,15 +330,21 @@ class ContextEngine:
         self, key: _Key, events: list[Event], tail: list[Event]
     ) -> tuple[str | None, list[Event]]:
         """The log's first event when it is a system message (kept out of the tail)."""
-        first = events[0] if events[0].seq == 1 else None
-        if first is None:
+        if events[0].seq == 1:
+            first: Event | None = events[0]
+        elif key in self._systems:
+            return self._systems[key], tail
+        else:
             head = await self.store.read(
                 tenant_id=key[0], session_id=key[1], branch=key[2], limit=1
             )
             first = head[0] if head else None
-        if first is None or first.kind != "message" or first.role != "system":
-            return None, tail
-        return event_text(first), [e for e in tail if e.seq != 1]
+        text = None
+        if first is not None and first.kind == "message" and first.role == "system":
+            text = event_text(first)
+        if first is not None:
+            self._remember(self._systems, key, text)
+        return (None, tail) if text is None else (text, [e for e in tail if e.seq != 1])
 
     async def _retrieve(
         self,
@@ -338,7 +366,7 @@ class ContextEngine:
         hits = await _off_loop(
             index.retriever, index.retriever.search, query, k=3 * self.policy.retrieve_k + 4
         )
-        out: list[tuple[Turn, float]] = []
+        chosen: list[tuple[int, int, float]] = []
         taken = 0
         for first, score in hits:
             last, tokens = index.spans[first]
@@ -347,14 +375,10 @@ class ContextEngine:
             if taken + tokens > room * 3 // 2:  # excerpts cost a little more than turns
                 continue  # a smaller, lower-ranked turn may still fit
             taken += tokens
-            events = await self.store.read(
-                tenant_id=key[0],
-                session_id=key[1],
-                branch=key[2],
-                after_seq=first - 1,
-                before_seq=last + 1,
-                limit=max(1, last - first + 1),
-            )
+            chosen.append((first, last, score))
+        found = await read_ranges(self.store, key, [(lo, hi) for lo, hi, _ in chosen])
+        out: list[tuple[Turn, float]] = []
+        for events, (_, _, score) in zip(found, chosen, strict=True):
             turns, _ = group_turns(events, count=count, max_event_tokens=10**9)
             out += [(t, score) for t in turns[:1]]
         return out
@@ -410,6 +434,9 @@ class ContextEngine:
     ) -> bool:
         if not self.auto_compact or not out.overflow or key in self._tasks:
             return False
+        known = self._summaries.get(key)
+        if known is not None and (summary is None or known.seq > summary.seq):
+            return False  # a compaction landed while this build read: it is stale
         # Hysteresis: fold only once the overflow is worth a summary, and then down to
         # compact_to of the recent window, so a compaction runs every few turns, not
         # every turn (each fold costs milliseconds and a summary event).
@@ -428,7 +455,11 @@ class ContextEngine:
             return False
         to_seq = turns[cut - 1].last_seq
         span = [e for e in tail if e.seq <= to_seq and e.kind in _CHAT_KINDS]
-        task = asyncio.create_task(self._compact(key, summary, span, to_seq))
+        if not _worth_a_summary(summary, span):
+            return False
+        task = asyncio.create_task(
+            self._compact(key, summary, span, to_seq), name=f"compact-{key[1]}-{to_seq}"
+        )
         self._tasks[key] = task
         task.add_done_callback(lambda _t: self._tasks.pop(key, None))
         return True
@@ -500,6 +531,10 @@ class ContextEngine:
             del self._prefixes[pkey]
         for skey in [k for k in self._summaries if k[:2] == (tenant_id, session_id)]:
             del self._summaries[skey]
+        for ykey in [k for k in self._systems if k[:2] == (tenant_id, session_id)]:
+            del self._systems[ykey]
+        for wkey in [k for k in self._window_sizes if k[:2] == (tenant_id, session_id)]:
+            del self._window_sizes[wkey]
         doomed = [t for k, t in self._tasks.items() if k[:2] == (tenant_id, session_id)]
         for task in doomed:
             task.cancel()
@@ -530,6 +565,22 @@ def _summary_of(event: Event) -> SummaryInput | None:
     if isinstance(lo, int) and isinstance(hi, int) and isinstance(text, str) and hi < event.seq:
         return SummaryInput(seq=event.seq, from_seq=lo, to_seq=hi, text=text)
     return None
+
+
+_FOLD_RATIO = 4
+"""A fold takes at least this many times the previous summary's text (see below)."""
+
+
+def _worth_a_summary(previous: SummaryInput | None, span: list[Event]) -> bool:
+    """Fold only text at least ``_FOLD_RATIO`` times the size of the summary it replaces.
+    Each summary is about as long as the previous one, so summaries stay within about a
+    quarter of the log's raw text. When the window did not reach back to the previous
+    summary, the gap is folded too: its size is estimated from the span's average."""
+    if previous is None or not span:
+        return True
+    chars = sum(len(event_text(e)) for e in span)
+    events = span[-1].seq - previous.to_seq  # the gap's events and the span's
+    return chars * events / len(span) >= _FOLD_RATIO * len(previous.text)
 
 
 def _tokens(events: list[Event]) -> int:
