@@ -1,11 +1,15 @@
 """Context recall on real conversations: replay through the engine, then ask.
 
 For each conversation and each budget, a fresh session on a temp SQLite store is replayed
-the way a chat app drives chatstate: per turn, :meth:`ContextEngine.build` with the new
+the way the server drives chatstate: per turn, :meth:`ContextEngine.build` with the new
 user message (which schedules compaction in the background when turns overflow), then
-:meth:`ContextEngine.append` of the user message and the replies. After the last turn the
-scheduled compactions are awaited and compaction is switched off, so that every question
-sees the same log. Then each question is built as the next user message under that budget
+:meth:`ContextEngine.append` of the user message and the replies, then the
+:class:`~chatstate.state.StateKeeper` brings the state document up to date (the server's
+``after_turn``). The replay is deterministic: a compaction that a build scheduled is
+awaited before the turn is appended, and the keeper's sync is awaited after it, so the
+log (and with it the figure) never depends on how the event loop interleaved background
+work. After the last turn compaction is switched off, so that every question sees the
+same log. Then each question is built as the next user message under that budget
 and every evidence turn is classified by :func:`chatstate.eval.recall.route_of`. The
 baselines of :mod:`chatstate.eval.recall` are computed for the same question and budget.
 
@@ -39,6 +43,7 @@ from chatstate.eval.recall import (
     window_turns,
 )
 from chatstate.model import JSONValue, NewEvent
+from chatstate.state import StateKeeper
 from chatstate.store.sqlite import SQLiteStore
 
 __all__ = ["DEFAULT_CATEGORIES", "EvalOptions", "RetrieverName", "evaluate", "select_questions"]
@@ -64,6 +69,8 @@ class EvalOptions:
     """Question categories to ask (default: :data:`DEFAULT_CATEGORIES`, else all)."""
     limit: int | None = None
     """At most this many questions per conversation, evenly spaced; ``None``: all."""
+    state: bool = True
+    """Run the :class:`~chatstate.state.StateKeeper` after each turn, as the server does."""
     price_per_mtok: float = 2.50
     """Input price in dollars per million tokens, for the cost column (gpt-4o's list
     price for uncached input when this was written)."""
@@ -112,9 +119,16 @@ def _cached(
 
 
 async def _replay(
-    engine: ContextEngine, session: str, conv: Conversation, budget: int, model: str
+    engine: ContextEngine,
+    keeper: StateKeeper | None,
+    session: str,
+    conv: Conversation,
+    budget: int,
+    model: str,
 ) -> dict[str, int]:
-    """Drive the session turn by turn; return each utterance's seq."""
+    """Drive the session turn by turn; return each utterance's seq.
+
+    Background work is awaited at fixed points (see the module docstring)."""
     seqs: dict[str, int] = {}
     utterances = conv.utterances
     i = 0
@@ -124,11 +138,17 @@ async def _replay(
             j += 1
         group = utterances[i:j]
         if group[0].role == "user":
-            await engine.build(session, group[0].text, tenant_id=TENANT, model=model, budget=budget)
+            built = await engine.build(
+                session, group[0].text, tenant_id=TENANT, model=model, budget=budget
+            )
+            if built.compaction_scheduled:
+                await engine.drain()
         result = await engine.append(
             session, [NewEvent.message(u.role, u.text) for u in group], tenant_id=TENANT
         )
         seqs.update((u.id, e.seq) for u, e in zip(group, result.events, strict=True))
+        if keeper is not None:
+            await keeper.sync(session, tenant_id=TENANT)
         i = j
     await engine.drain()
     return seqs
@@ -171,7 +191,8 @@ async def _budget_run(
         count_model=opts.model,
     )
     session = (await store.create_session(tenant_id=TENANT)).id
-    seqs = await _replay(engine, session, conv, budget, opts.model)
+    keeper = StateKeeper(store) if opts.state else None
+    seqs = await _replay(engine, keeper, session, conv, budget, opts.model)
     engine.auto_compact = False
     out: list[Record] = []
     for q in questions:
