@@ -28,10 +28,15 @@ _TIME = re.compile(
     re.IGNORECASE,
 )
 _NAME = re.compile(r"(?<=\s)(?!I\b)[A-Z][\w'-]*(?:\s+[A-Z][\w'-]*)*")
+_POSSESSIVE = re.compile(r"'s?$")
 _CLAUSE = re.compile(r",|;|\band\b|\bor\b", re.IGNORECASE)
 _WORD = re.compile(r"[^\W_]{3,}")
 _MARK = re.compile(r"^\s*\[([^\]\n]{4,60})\]")
 _HAS_DATE = re.compile(rf"(?:19|20)\d\d|\b(?:{_MONTHS})\b", re.IGNORECASE)
+_CLOCK = re.compile(
+    r"^\s*\d{1,2}(?::\d\d)?\s*(?:am|pm)\b\s*(?:on\s+)?|^\s*\d{1,2}:\d\d\s*(?:on\s+)?",
+    re.IGNORECASE,
+)
 RRF_K = 60
 
 
@@ -40,7 +45,7 @@ def sub_queries(text: str, *, limit: int = 6) -> list[str]:
     none for a message with a single part."""
     out: list[str] = []
     for match in _NAME.finditer(text):
-        out.append(match.group(0).rstrip("'s").strip())
+        out.append(_POSSESSIVE.sub("", match.group(0)).strip())
     out += [m.group(0) for m in _TIME.finditer(text)]
     clauses = [c.strip() for c in _CLAUSE.split(text)]
     clauses = [c for c in clauses if len(_WORD.findall(c)) >= 2]
@@ -64,8 +69,9 @@ def fuse(
 
 
 def date_mark(text: str) -> str | None:
-    """The date at the head of a message (``"[1:56 pm on 8 May, 2023] ..."``), or ``None``."""
+    """The date at the head of a message, without its time of day (``"[1:56 pm on 8 May,
+    2023] ..."`` gives ``"8 May, 2023"``), or ``None``."""
     match = _MARK.match(text)
     if match is None or not _HAS_DATE.search(match.group(1)):
         return None
-    return match.group(1).strip()
+    return _CLOCK.sub("", match.group(1)).strip()
