@@ -25,7 +25,7 @@ from chatstate.context.assemble import ContextPolicy
 from chatstate.context.assemble import parse_policy as policy_from_text
 from chatstate.errors import ValidationError
 from chatstate.eval import report
-from chatstate.eval.context import EvalOptions, RetrieverName, evaluate
+from chatstate.eval.context import EvalOptions, RetrieverName, evaluate, resolve_retriever
 from chatstate.eval.datasets import DATASETS, Conversation, DatasetMissing, default_datasets_dir
 from chatstate.model import JSONValue
 
@@ -59,9 +59,10 @@ def add_eval_context(
     p.add_argument("--model", default="gpt-4o", help="tokenizer and model name (default gpt-4o)")
     p.add_argument(
         "--retriever",
-        choices=("bm25", "minilm", "fused"),
-        default="bm25",
-        help="older-turn retriever (minilm and fused need the [embeddings] extra)",
+        choices=("auto", "bm25", "minilm", "fused"),
+        default="auto",
+        help="older-turn retriever: auto (the engine's default: fused when the [embeddings] "
+        "extra is installed, else bm25); minilm and fused need the extra",
     )
     p.add_argument(
         "--policy",
@@ -154,7 +155,7 @@ async def eval_context(ctx: Context, args: argparse.Namespace) -> int:
         "model": opts.model,
         "policy": cast(dict[str, JSONValue], dataclasses.asdict(opts.policy)),
         "summary_tokens": opts.summary_tokens,
-        "retriever": opts.retriever,
+        "retriever": resolve_retriever(opts.retriever),
         "categories": cast(list[JSONValue], sorted(opts.categories or ())),
         "limit": opts.limit,
         "price_per_mtok": opts.price_per_mtok,

@@ -95,9 +95,10 @@ class EngineStats:
 
 
 def _default_retriever() -> Retriever:
-    from chatstate.context.bm25 import BM25Retriever  # noqa: PLC0415 - keeps import light
+    """BM25, fused with MiniLM when the ``[embeddings]`` extra is installed."""
+    from chatstate.context.embeddings import default_retriever  # noqa: PLC0415
 
-    return BM25Retriever()
+    return default_retriever()
 
 
 def _default_summariser() -> Summariser:

@@ -46,11 +46,18 @@ from chatstate.model import JSONValue, NewEvent
 from chatstate.state import StateKeeper
 from chatstate.store.sqlite import SQLiteStore
 
-__all__ = ["DEFAULT_CATEGORIES", "EvalOptions", "RetrieverName", "evaluate", "select_questions"]
+__all__ = [
+    "DEFAULT_CATEGORIES",
+    "EvalOptions",
+    "RetrieverName",
+    "evaluate",
+    "resolve_retriever",
+    "select_questions",
+]
 
 log = logging.getLogger(__name__)
 
-RetrieverName = Literal["bm25", "minilm", "fused"]
+RetrieverName = Literal["auto", "bm25", "minilm", "fused"]
 TENANT = "eval"
 DEFAULT_CATEGORIES = {"locomo": frozenset({"1", "2", "3", "4"})}
 """LoCoMo's category 5 is adversarial (unanswerable): left out unless asked for."""
@@ -64,7 +71,9 @@ class EvalOptions:
     policy: ContextPolicy = field(default_factory=ContextPolicy)
     summary_tokens: int = 600
     """The engine's ``summary_tokens``: the size its summariser aims at."""
-    retriever: RetrieverName = "bm25"
+    retriever: RetrieverName = "auto"
+    """``auto``: fused when the ``[embeddings]`` extra is installed, else ``bm25`` (the
+    engine's own default; see :func:`resolve_retriever`)."""
     categories: frozenset[str] | None = None
     """Question categories to ask (default: :data:`DEFAULT_CATEGORIES`, else all)."""
     limit: int | None = None
@@ -86,9 +95,19 @@ def select_questions(conv: Conversation, opts: EvalOptions) -> list[Question]:
     return chosen
 
 
+def resolve_retriever(name: RetrieverName) -> RetrieverName:
+    """``auto`` as the engine resolves it: ``fused`` with the extra, else ``bm25``."""
+    if name != "auto":
+        return name
+    from chatstate.context.embeddings import extra_installed  # noqa: PLC0415
+
+    return "fused" if extra_installed() else "bm25"
+
+
 def _retriever_factory(name: RetrieverName) -> Callable[[], Retriever]:
     from chatstate.context.bm25 import BM25Retriever  # noqa: PLC0415 - light default
 
+    name = resolve_retriever(name)
     if name == "bm25":
         return BM25Retriever
     from chatstate.context import embeddings  # noqa: PLC0415 - optional extra
