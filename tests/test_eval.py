@@ -173,6 +173,18 @@ async def test_evaluate_replays_and_compares_with_the_baselines(tmp_path: Path) 
     assert (tmp_path / "r.png").read_bytes()[:4] == b"\x89PNG"
 
 
+async def test_the_same_replay_gives_the_same_records() -> None:
+    # Compaction and state extraction are awaited at fixed points of the replay: two runs
+    # of the same conversation must agree on every route and token count.
+    conv = synthetic()
+    opts = EvalOptions(budgets=(250, 600))
+    first = await evaluate([conv], opts, progress=False)
+    second = await evaluate([conv], opts, progress=False)
+    assert first == second
+    runs = [b["chatstate"] for r in first for b in r["budgets"]]  # type: ignore[union-attr, attr-defined]
+    assert any(run["routes"] for run in runs)  # type: ignore[index]
+
+
 def test_select_questions_filters_categories_and_spaces_the_limit() -> None:
     conv = synthetic()
     assert len(select_questions(conv, EvalOptions())) == 3

@@ -15,6 +15,7 @@ logged at WARNING and counted in :attr:`ContextEngine.stats`; the log is never c
 from __future__ import annotations
 
 import asyncio
+import bisect
 import logging
 from collections import OrderedDict
 from collections.abc import Callable, Mapping, Sequence
@@ -31,12 +32,12 @@ from chatstate.context.assemble import (
 )
 from chatstate.context.manifest import Manifest
 from chatstate.context.pinned import render_state
-from chatstate.context.ranges import read_ranges
+from chatstate.context.queries import date_mark, fuse, sub_queries
 from chatstate.context.retrieval import Retriever
 from chatstate.context.summaries import Summariser
 from chatstate.context.text import event_text
 from chatstate.context.tokens import counter_for, model_info
-from chatstate.context.turns import Turn, group_turns
+from chatstate.context.turns import Turn, group_turns, message_tokens
 from chatstate.errors import IdempotencyMismatch, ValidationError
 from chatstate.model import AppendResult, Event, JSONValue, NewEvent
 from chatstate.store.protocol import Store
@@ -66,11 +67,24 @@ class BuiltContext:
 
 @dataclass(slots=True)
 class _Index:
+    """One branch's retrieval index: a document per chat message (its seq is the id)."""
+
     retriever: Retriever
     upto: int = 0
-    """Every complete turn ending at or before this seq is indexed."""
-    spans: dict[int, tuple[int, int]] = field(default_factory=dict)
-    """First seq of an indexed turn -> its last seq."""
+    """Every event at or before this seq has been seen."""
+    events: dict[int, Event] = field(default_factory=dict)
+    """The indexed messages by seq: hits and their neighbours come from here, with no
+    read per hit (the text is held once, as the index's postings are)."""
+    order: list[int] = field(default_factory=list)
+    """Indexed seqs in increasing order (a hit's neighbours are the seqs beside it)."""
+    dates: dict[int, str] = field(default_factory=dict)
+    """The date each message was said, from the newest date mark before it."""
+    last_text: str = ""
+    """The previous message's text: each document holds it too, so that a reply is
+    found by the words of the question it answers."""
+    mark: str | None = None
+    first_day: str | None = None
+    spans_days: bool = False
 
 
 @dataclass(slots=True)
@@ -81,9 +95,10 @@ class EngineStats:
 
 
 def _default_retriever() -> Retriever:
-    from chatstate.context.bm25 import BM25Retriever  # noqa: PLC0415 - keeps import light
+    """BM25, fused with MiniLM when the ``[embeddings]`` extra is installed."""
+    from chatstate.context.embeddings import default_retriever  # noqa: PLC0415
 
-    return BM25Retriever()
+    return default_retriever()
 
 
 def _default_summariser() -> Summariser:
@@ -234,12 +249,12 @@ class ContextEngine:
         state = await self.store.get_state(tenant_id=tenant_id, session_id=session_id)
         count = _memo_counter(model)
         candidates: list[tuple[Turn, float]] = []
+        near: dict[int, tuple[Event, ...]] = {}
+        dates: dict[int, str] = {}
         if current is not None and (
             summary is not None or uncovered is not None or _tokens(tail) > budget // 2
         ):
-            # Older turns can take at most the budget the tail leaves, or their share.
-            room = max(budget - _tokens(tail), int(self.policy.retrieved_share * budget))
-            candidates = await self._retrieve(key, events, event_text(current), tail, count, room)
+            candidates, near, dates = await self._retrieve(key, events, event_text(current))
         prefix_key = (*key, model)
         request = ContextRequest(
             model=model,
@@ -253,6 +268,8 @@ class ContextEngine:
             previous_prefix=self._prefixes.get(prefix_key, ()),
             uncovered_before=uncovered,
             stored_counts=counter_for(model).name == counter_for(self.count_model).name,
+            neighbours=near,
+            dates=dates,
         )
         out = assemble(request, self.policy, count)
         self._remember(self._prefixes, prefix_key, out.manifest.prefix_hashes)
@@ -347,74 +364,69 @@ class ContextEngine:
         return (None, tail) if text is None else (text, [e for e in tail if e.seq != 1])
 
     async def _retrieve(
-        self,
-        key: _Key,
-        window: list[Event],
-        query: str,
-        tail: list[Event],
-        count: Callable[[str], int],
-        room: int,
-    ) -> list[tuple[Turn, float]]:
-        """Hits, best first, read from the store only while they could still fit ``room``
-        (the index keeps each turn's span and token cost)."""
+        self, key: _Key, window: list[Event], query: str
+    ) -> tuple[list[tuple[Turn, float]], dict[int, tuple[Event, ...]], dict[int, str]]:
+        """Retrieved messages, best first; the messages around each; their dates."""
         index = self._indexes.get(key)
         if index is None:
             index = _Index(self._retriever_factory())
         self._remember(self._indexes, key, index)
-        await self._index_up_to(key, index, window, count)
-        newest_tail = tail[-1].seq if tail else 0
-        hits = await _off_loop(
-            index.retriever, index.retriever.search, query, k=3 * self.policy.retrieve_k + 4
-        )
-        chosen: list[tuple[int, int, float]] = []
-        taken = 0
-        for first, score in hits:
-            last, tokens = index.spans[first]
-            if last >= newest_tail and newest_tail:
-                continue
-            if taken + tokens > room * 3 // 2:  # excerpts cost a little more than turns
-                continue  # a smaller, lower-ranked turn may still fit
-            taken += tokens
-            chosen.append((first, last, score))
-        found = await read_ranges(self.store, key, [(lo, hi) for lo, hi, _ in chosen])
+        await self._index_up_to(key, index, window)
+        k = 2 * self.policy.retrieve_k + 8
+        queries = [(query, 1.0)]
+        if self.policy.multi_query:
+            queries += [(q, 0.5) for q in sub_queries(query)]
+        ranked = [
+            (weight, await _off_loop(index.retriever, index.retriever.search, q, k=k))
+            for q, weight in queries
+        ]
+        hits = ranked[0][1] if len(ranked) == 1 else fuse(ranked, k)
+        count = _memo_counter(self.count_model)
         out: list[tuple[Turn, float]] = []
-        for events, (_, _, score) in zip(found, chosen, strict=True):
-            turns, _ = group_turns(events, count=count, max_event_tokens=10**9)
-            out += [(t, score) for t in turns[:1]]
-        return out
+        near: dict[int, tuple[Event, ...]] = {}
+        dates: dict[int, str] = {}
+        for seq, score in hits:
+            event = index.events.get(seq)
+            if event is None:
+                continue
+            out.append((Turn((event,), message_tokens(event, count)), score))
+            i = bisect.bisect_left(index.order, seq)
+            around = [index.order[j] for j in (i - 1, i + 1) if 0 <= j < len(index.order)]
+            near[seq] = tuple(index.events[j] for j in around)
+        if index.spans_days or index.mark is not None:
+            for seq in {s for s, _ in hits} | {e.seq for n in near.values() for e in n}:
+                if seq in index.dates:
+                    dates[seq] = index.dates[seq]
+        return out, near, dates
 
-    async def _index_up_to(
-        self, key: _Key, index: _Index, window: list[Event], count: Callable[[str], int]
-    ) -> None:
-        """Index complete turns newer than ``index.upto`` (reading a gap once, cold)."""
+    async def _index_up_to(self, key: _Key, index: _Index, window: list[Event]) -> None:
+        """Index the messages newer than ``index.upto`` (reading a gap once, cold)."""
         if not window:
             return
         fresh = [e for e in window if e.seq > index.upto]
         if window[0].seq > index.upto + 1:
-            gap: list[Event] = []
-            after = index.upto
-            while True:
-                page = await self.store.read(
-                    tenant_id=key[0],
-                    session_id=key[1],
-                    branch=key[2],
-                    after_seq=after,
-                    before_seq=window[0].seq,
-                    limit=1000,
-                )
-                if not page:
-                    break
-                gap += page
-                after = page[-1].seq
-            fresh = gap + fresh
-        turns, _ = group_turns(fresh, count=count, max_event_tokens=10**9)
-        complete = turns[:-1]  # the newest turn may still grow
-        docs = [(t.first_seq, t.text()) for t in complete if t.first_seq not in index.spans]
+            fresh = await self._read_span(key, index.upto, window[0].seq) + fresh
+        docs: list[tuple[int, str]] = []
+        for event in fresh:
+            if event.kind == "message" and event.role in ("user", "assistant"):
+                text = event_text(event)
+                if mark := date_mark(text):
+                    index.mark = mark
+                day = event.created_at.date().isoformat()
+                if index.first_day is None:
+                    index.first_day = day
+                index.spans_days = index.spans_days or day != index.first_day
+                index.dates[event.seq] = index.mark or day
+            elif event.kind not in _CHAT_KINDS or event.role in ("system", "developer"):
+                continue
+            text = event_text(event)
+            docs.append((event.seq, f"{index.last_text}\n{text}"))
+            index.last_text = text
+            index.events[event.seq] = event
+            index.order.append(event.seq)
         if docs:
             await _off_loop(index.retriever, index.retriever.add, docs)
-            for t in complete:
-                index.spans[t.first_seq] = (t.last_seq, t.tokens)
-            index.upto = complete[-1].last_seq
+        index.upto = max(index.upto, fresh[-1].seq if fresh else 0)
 
     def _remember(self, cache: OrderedDict[_K, _V], key: _K, value: _V) -> None:
         cache[key] = value
