@@ -14,11 +14,9 @@ import asyncio
 from collections import Counter
 
 import httpx
-import pytest
 
 from chatstate.server import ServerConfig
 from chatstate.server.deps import Services
-from chatstate.store.memory import MemoryStore
 from chatstate.testing.counting import CountingStore
 from chatstate.testing.plugin import MakeStore
 from helpers.fake_openai import FakeOpenAI
@@ -88,22 +86,12 @@ async def _measure(counting: CountingStore) -> tuple[Counter[str], Counter[str],
 
 
 async def test_turns_stay_within_their_store_call_budget(make_store: MakeStore) -> None:
-    """With ``read_ranges`` (a stand-in until the store front has it, counted as one
-    call): every retrieved turn comes back in that one call."""
-    counting = CountingStore(await make_store(), ranges_shim=True)
+    """Retrieved messages come from the session's index, which keeps the messages it
+    indexed: retrieval adds no store call to a turn."""
+    counting = CountingStore(await make_store())
     plain, streamed, background = await _measure(counting)
-    assert plain["read_ranges"] == 1  # retrieval ran and read its hits in one call
     assert sum(plain.values()) <= REQUEST_BUDGET, plain
     assert sum(streamed.values()) <= STREAM_BUDGET, streamed
     assert plain["read_all"] == streamed["read_all"] == 0
     assert plain["put_state"] == streamed["put_state"] == 0  # no lease rewrites
     assert all(b <= BACKGROUND_BUDGET for b in background), background
-
-
-@pytest.mark.xfail(
-    strict=True,
-    reason="the store has no read_ranges yet: the engine reads each retrieved turn (issue 12)",
-)
-async def test_turn_budget_without_read_ranges() -> None:
-    plain, _, _ = await _measure(CountingStore(MemoryStore()))
-    assert sum(plain.values()) <= REQUEST_BUDGET, plain
