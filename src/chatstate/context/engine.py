@@ -579,20 +579,21 @@ def _summary_of(event: Event) -> SummaryInput | None:
     return None
 
 
-_FOLD_RATIO = 4
+_FOLD_RATIO = 2
 """A fold takes at least this many times the previous summary's text (see below)."""
 
 
 def _worth_a_summary(previous: SummaryInput | None, span: list[Event]) -> bool:
     """Fold only text at least ``_FOLD_RATIO`` times the size of the summary it replaces.
-    Each summary is about as long as the previous one, so summaries stay within about a
-    quarter of the log's raw text. When the window did not reach back to the previous
+    Each summary is about as long as the previous one, so summaries stay within half
+    the log's raw text (a ratio of 4 measured a quarter, but lower LoCoMo recall: 0.495
+    against 0.514 at 2,000 tokens). When the window did not reach back to the previous
     summary, the gap is folded too: its size is estimated from the span's average."""
     if previous is None or not span:
         return True
     chars = sum(len(event_text(e)) for e in span)
-    events = span[-1].seq - previous.to_seq  # the gap's events and the span's
-    return chars * events / len(span) >= _FOLD_RATIO * len(previous.text)
+    gap = max(0, span[0].seq - previous.to_seq - 1)  # events the window did not reach
+    return chars + chars * gap / len(span) >= _FOLD_RATIO * len(previous.text)
 
 
 def _tokens(events: list[Event]) -> int:
