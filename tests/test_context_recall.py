@@ -18,6 +18,7 @@ from chatstate.context.assemble import (
     intent_of,
     parse_policy,
 )
+from chatstate.context.bm25 import BM25Retriever
 from chatstate.context.engine import ContextEngine
 from chatstate.context.queries import date_mark, fuse, sub_queries
 from chatstate.context.tokens import counter_for
@@ -146,7 +147,7 @@ def test_date_marks() -> None:
 
 
 async def test_engine_finds_a_reply_by_its_question_and_dates_it(store: SQLiteStore) -> None:
-    engine = ContextEngine(store)
+    engine = ContextEngine(store, retriever_factory=BM25Retriever)
     session = (await store.create_session(tenant_id="t")).id
     first = [
         NewEvent.message("user", "[8 May, 2023] Ann: Which glaze did you pick for the vase?"),
@@ -169,4 +170,26 @@ async def test_engine_finds_a_reply_by_its_question_and_dates_it(store: SQLiteSt
     assert 2 in seqs  # the reply holds no word of the question: found through its question
     text = "\n".join(str(m["content"]) for m in built.messages)
     assert "(8 May, 2023)\n[#1] user" in text
+    await engine.aclose()
+
+
+async def test_build_takes_a_policy_by_name(store: SQLiteStore) -> None:
+    engine = ContextEngine(store, retriever_factory=BM25Retriever)
+    session = (await store.create_session(tenant_id="t")).id
+    for i in range(60):
+        await engine.append(
+            session,
+            [
+                NewEvent.message("user", f"Ann: {FILLER} {i}"),
+                NewEvent.message("assistant", f"Bo: {FILLER}"),
+            ],
+            tenant_id="t",
+        )
+    question = "What did we say about the traffic and dinner?"
+    full = await engine.build(session, question, tenant_id="t", budget=2000)
+    cheap = await engine.build(session, question, tenant_id="t", budget=2000, policy="cost")
+    assert cheap.manifest.used <= 1000 < full.manifest.used
+    assert "fill" in cheap.manifest.reasons
+    with pytest.raises(ValidationError):
+        await engine.build(session, question, tenant_id="t", policy="nope")
     await engine.aclose()

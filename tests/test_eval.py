@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import io
 import json
+from dataclasses import replace
 from pathlib import Path
 
 import pytest
@@ -28,6 +29,7 @@ from chatstate.eval.recall import (
     facts_present,
     front_truncation,
     key_sentences,
+    retrieved_text,
     route_of,
     sliding_window,
     turn_starts,
@@ -102,6 +104,15 @@ def test_route_of_prefers_the_manifest_then_a_covering_summary() -> None:
     # pinned state has no span: its lines count wherever the turn is
     assert route_of(7, SAID, ANSWER, manifest(), "", "Session state:\n" + text) == "summary"
     assert route_of(7, SAID, ANSWER, manifest(verbatim=(6,)), "", "") == "missing"
+
+
+def test_a_cut_message_counts_only_with_its_key_facts() -> None:
+    cut = replace(manifest(), retrieved=(RetrievedTurn((7,), 1.0, cut=(7,)),))
+    kept = f"Earlier messages relevant to the current one:\n[#7] user: {SAID}"
+    lost = "Earlier messages relevant to the current one:\n[#7] user: It opens the door."
+    assert route_of(7, SAID, ANSWER, cut, "", "", kept) == "retrieved"
+    assert route_of(7, SAID, ANSWER, cut, "", "", lost) == "missing"
+    assert retrieved_text([{"role": "system", "content": kept}]) == kept
 
 
 def test_front_truncation_keeps_the_newest_whole_messages() -> None:

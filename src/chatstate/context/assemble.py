@@ -30,7 +30,7 @@ from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import Literal
 
-from chatstate.context.bm25 import DEFAULT_STOP_WORDS
+from chatstate.context.bm25 import DEFAULT_STOP_WORDS, tokenize
 from chatstate.context.manifest import Manifest, RetrievedTurn, SummaryUse
 from chatstate.context.text import event_text
 from chatstate.context.tokens import MESSAGE_OVERHEAD, REPLY_OVERHEAD
@@ -82,6 +82,9 @@ class ContextPolicy:
     multi_query: bool = False
     """Also search with the message's names, time phrases and clauses on their own (off by
     default: on LoCoMo it brought back more messages that only share a name)."""
+    sentences_after: int = 0
+    """Hits ranked past this many are cut to their sentences that share a word with the
+    message, so that more of them fit (0: a hit is cut only when it does not fit whole)."""
     fill: float = 1.0
     """Fraction of the budget the context may use (the ``cost`` preset sends less)."""
 
@@ -478,8 +481,7 @@ def _pack(
             labels.add(label)
         return True
 
-    query = set(_WORD.findall(event_text(request.current).lower())) if request.current else set()
-    query -= DEFAULT_STOP_WORDS
+    query = set(tokenize(event_text(request.current), stem=True)) if request.current else set()
     hits: list[tuple[Event, float]] = []
     for turn, score in request.candidates:
         if len(hits) >= limit:
@@ -487,6 +489,8 @@ def _pack(
         if any(e.seq in exclude or e.seq in chosen for e in turn.events):
             continue
         events = list(turn.events)
+        if 0 < policy.sentences_after <= len(hits) and len(events) == 1:
+            events = [_cut(events[0], query) or events[0]]
         if all(take(e, score) for e in events):
             hits += [(e, score) for e in events]
             continue
@@ -505,30 +509,37 @@ def _pack(
 
 
 _SENTENCE = re.compile(r"(?<=[.!?])\s+")
+_CUT = "_chatstate_cut"
+"""Marks a retrieved message that was cut to its matching sentences (never stored)."""
 
 
 def _cut(event: Event, query: set[str]) -> Event | None:
     """``event`` cut to its sentences that share a word with the query, or ``None``."""
     sentences = _SENTENCE.split(event_text(event))
-    kept = [s for s in sentences if query & set(_WORD.findall(s.lower()))]
+    kept = [s for s in sentences if query.intersection(tokenize(s, stem=True))]
     if not kept or len(kept) == len(sentences):
         return None
-    return dataclasses.replace(event, content=" ... ".join(kept), tool_calls=())
+    data = {**event.data, _CUT: True}
+    return dataclasses.replace(event, content=" ... ".join(kept), tool_calls=(), data=data)
 
 
 def _runs(picked: Picked) -> tuple[RetrievedTurn, ...]:
-    """Retrieved messages as runs of consecutive seqs, each with its best score."""
+    """Retrieved messages as runs of consecutive seqs, each with its best score and the
+    seqs that were cut to some of their sentences."""
     out: list[RetrievedTurn] = []
     seqs: list[int] = []
+    cut: list[int] = []
     best = 0.0
     for event, score in sorted(picked, key=lambda p: p[0].seq):
         if seqs and event.seq != seqs[-1] + 1:
-            out.append(RetrievedTurn(tuple(seqs), round(best, 4)))
-            seqs, best = [], 0.0
+            out.append(RetrievedTurn(tuple(seqs), round(best, 4), tuple(cut)))
+            seqs, cut, best = [], [], 0.0
         seqs.append(event.seq)
+        if event.data.get(_CUT):
+            cut.append(event.seq)
         best = max(best, score)
     if seqs:
-        out.append(RetrievedTurn(tuple(seqs), round(best, 4)))
+        out.append(RetrievedTurn(tuple(seqs), round(best, 4), tuple(cut)))
     return tuple(out)
 
 

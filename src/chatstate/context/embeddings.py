@@ -44,6 +44,7 @@ __all__ = [
     "EncodeFn",
     "FusedRetriever",
     "default_retriever",
+    "default_retriever_name",
     "extra_installed",
     "load_minilm",
 ]
@@ -127,14 +128,21 @@ def extra_installed() -> bool:
     )
 
 
+def default_retriever_name() -> str:
+    """``"fused"`` or ``"bm25"``: what :func:`default_retriever` builds."""
+    choice = os.environ.get("CHATSTATE_RETRIEVER", "auto").strip().lower()
+    if choice in ("bm25", "fused"):
+        return choice
+    return "fused" if extra_installed() else "bm25"
+
+
 def default_retriever() -> Retriever:
     """The context engine's default: BM25 fused with MiniLM when the ``[embeddings]``
     extra is installed, else BM25 alone. ``CHATSTATE_RETRIEVER=bm25`` (or ``fused``)
     decides instead of the installed packages."""
     from chatstate.context.bm25 import BM25Retriever  # noqa: PLC0415 - no cycle at import
 
-    choice = os.environ.get("CHATSTATE_RETRIEVER", "auto").strip().lower()
-    if choice == "bm25" or (choice != "fused" and not extra_installed()):
+    if default_retriever_name() == "bm25":
         return BM25Retriever()
     return FusedRetriever([BM25Retriever(), EmbeddingRetriever(encode=load_minilm())])
 

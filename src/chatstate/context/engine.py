@@ -29,6 +29,7 @@ from chatstate.context.assemble import (
     ContextRequest,
     SummaryInput,
     assemble,
+    parse_policy,
 )
 from chatstate.context.manifest import Manifest
 from chatstate.context.pinned import render_state
@@ -221,13 +222,20 @@ class ContextEngine:
         budget: int | None = None,
         branch: str = "main",
         system: str | None = None,
+        policy: ContextPolicy | str | None = None,
     ) -> BuiltContext:
         """The messages for the next model call and the manifest that explains them.
 
         ``message`` is the new user message when it is not in the log yet; without it, a
         user message at the head of the log is taken as the current one. ``budget``
-        defaults to the model's window minus its reply reservation.
+        defaults to the model's window minus its reply reservation. ``policy`` replaces
+        the engine's for this build: a :class:`ContextPolicy`, or its text form
+        (``"recall"``, ``"cost,retrieve_k=8"``: see :func:`parse_policy`;
+        :class:`ValidationError` when it does not parse).
         """
+        if isinstance(policy, str):
+            policy = parse_policy(policy)
+        policy = policy or self.policy
         info = model_info(model)
         budget = info.window - info.max_output if budget is None else budget
         key = (tenant_id, session_id, branch)
@@ -254,7 +262,9 @@ class ContextEngine:
         if current is not None and (
             summary is not None or uncovered is not None or _tokens(tail) > budget // 2
         ):
-            candidates, near, dates = await self._retrieve(key, events, event_text(current))
+            candidates, near, dates = await self._retrieve(
+                key, events, event_text(current), policy
+            )
         prefix_key = (*key, model)
         request = ContextRequest(
             model=model,
@@ -271,7 +281,7 @@ class ContextEngine:
             neighbours=near,
             dates=dates,
         )
-        out = assemble(request, self.policy, count)
+        out = assemble(request, policy, count)
         self._remember(self._prefixes, prefix_key, out.manifest.prefix_hashes)
         self.stats.builds += 1
         scheduled = self._maybe_compact(key, summary, tail, out, count)
@@ -364,7 +374,7 @@ class ContextEngine:
         return (None, tail) if text is None else (text, [e for e in tail if e.seq != 1])
 
     async def _retrieve(
-        self, key: _Key, window: list[Event], query: str
+        self, key: _Key, window: list[Event], query: str, policy: ContextPolicy
     ) -> tuple[list[tuple[Turn, float]], dict[int, tuple[Event, ...]], dict[int, str]]:
         """Retrieved messages, best first; the messages around each; their dates."""
         index = self._indexes.get(key)
@@ -372,9 +382,9 @@ class ContextEngine:
             index = _Index(self._retriever_factory())
         self._remember(self._indexes, key, index)
         await self._index_up_to(key, index, window)
-        k = 2 * self.policy.retrieve_k + 8
+        k = 2 * policy.retrieve_k + 8
         queries = [(query, 1.0)]
-        if self.policy.multi_query:
+        if policy.multi_query:
             queries += [(q, 0.5) for q in sub_queries(query)]
         ranked = [
             (weight, await _off_loop(index.retriever, index.retriever.search, q, k=k))

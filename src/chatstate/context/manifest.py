@@ -37,6 +37,8 @@ class SummaryUse:
 class RetrievedTurn:
     seqs: tuple[int, ...]
     score: float
+    cut: tuple[int, ...] = ()
+    """Seqs sent as some of their sentences only (those sharing words with the message)."""
 
 
 @dataclass(frozen=True, slots=True)

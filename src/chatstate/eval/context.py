@@ -36,6 +36,7 @@ from chatstate.context.tokens import MESSAGE_OVERHEAD, REPLY_OVERHEAD, counter_f
 from chatstate.eval.datasets import Conversation, Question, Utterance
 from chatstate.eval.recall import (
     front_truncation,
+    retrieved_text,
     route_of,
     sliding_window,
     summary_text,
@@ -99,9 +100,9 @@ def resolve_retriever(name: RetrieverName) -> RetrieverName:
     """``auto`` as the engine resolves it: ``fused`` with the extra, else ``bm25``."""
     if name != "auto":
         return name
-    from chatstate.context.embeddings import extra_installed  # noqa: PLC0415
+    from chatstate.context.embeddings import default_retriever_name  # noqa: PLC0415
 
-    return "fused" if extra_installed() else "bm25"
+    return "fused" if default_retriever_name() == "fused" else "bm25"
 
 
 def _retriever_factory(name: RetrieverName) -> Callable[[], Retriever]:
@@ -221,8 +222,9 @@ async def _budget_run(
             session, q.text, tenant_id=TENANT, model=opts.model, budget=budget
         )
         summary, state = summary_text(built.messages)
+        retrieved = retrieved_text(built.messages)
         routes: list[JSONValue] = [
-            route_of(seqs[e], facts.said[e], q.answer, built.manifest, summary, state)
+            route_of(seqs[e], facts.said[e], q.answer, built.manifest, summary, state, retrieved)
             for e in q.evidence
         ]
         front = front_truncation(facts.costs, avail)
