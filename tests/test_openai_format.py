@@ -110,3 +110,42 @@ def test_stored_events_convert_too() -> None:
         extra=draft.extra,
     )
     assert to_openai(stored) == MESSAGES[4]
+
+
+def test_responses_function_call_items_round_trip() -> None:
+    """The Agents SDK's ``function_call`` / ``function_call_output`` items are accepted."""
+    from chatstate import from_openai, to_openai
+
+    call = {
+        "type": "function_call",
+        "id": "fc_1",
+        "call_id": "call_1",
+        "name": "order_status",
+        "arguments": '{"order_id": "7"}',
+        "status": "completed",
+    }
+    event = from_openai(call)
+    assert event.kind == "tool_call" and event.tool_calls[0].id == "call_1"
+    assert to_openai(event) == call
+    assert to_openai(event, include_extra=False) == {
+        "role": "assistant",
+        "content": None,
+        "tool_calls": [
+            {
+                "id": "call_1",
+                "type": "function",
+                "function": {"name": "order_status", "arguments": '{"order_id": "7"}'},
+            }
+        ],
+    }
+    output = {"type": "function_call_output", "call_id": "call_1", "output": "shipped"}
+    result = from_openai(output)
+    assert result.kind == "tool_result" and result.tool_call_id == "call_1"
+    assert to_openai(result) == output
+    assert to_openai(result, include_extra=False) == {
+        "role": "tool",
+        "content": "shipped",
+        "tool_call_id": "call_1",
+    }
+    with pytest.raises(ValidationError):
+        from_openai({"type": "function_call", "call_id": "c", "name": "f"})

@@ -32,17 +32,28 @@ def test_keys_create_list_revoke(tmp_path: Path) -> None:
     code, key, err = run(
         "keys", "create", "--tenant", "acme", "--scopes", "read", "--database-url", db
     )
+    # The first key ends development mode: refused until confirmed, saying what changes.
+    assert code == 2 and key == "" and "ends development mode" in err and "--yes" in err
+    assert "no keys" in run("keys", "list", "--database-url", db)[1]
+    code, key, err = run(
+        "keys", "create", "--tenant", "acme", "--scopes", "read", "--database-url", db, "--yes"
+    )
     assert code == 0 and key.startswith("cs_") and "not shown again" in err
+    code, second, _ = run("keys", "create", "--tenant", "beta", "--database-url", db)
+    assert code == 0 and second.startswith("cs_")  # only the first key needs --yes
+    assert run("keys", "revoke", second.split("_")[1], "--database-url", db)[0] == 0
     code, listing, _ = run("keys", "list", "--database-url", db)
     key_id = key.split("_")[1]
     assert code == 0 and key_id in listing and "acme" in listing and key.strip() not in listing
     assert run("keys", "revoke", key_id, "--database-url", db)[0] == 0
     assert "no keys" in run("keys", "list", "--database-url", db)[1]
     code, _, err = run(
-        "keys", "create", "--tenant", "acme", "--scopes", "root", "--database-url", db
+        "keys", "create", "--tenant", "acme", "--scopes", "root", "--database-url", db, "--yes"
     )
     assert code == 1 and "scopes" in err
-    code, _, err = run("keys", "create", "--tenant", "chatstate.keys", "--database-url", db)
+    code, _, err = run(
+        "keys", "create", "--tenant", "chatstate.keys", "--database-url", db, "--yes"
+    )
     assert code == 1 and "reserved" in err
 
 
@@ -68,6 +79,9 @@ def test_settings_from_file_env_and_flags(tmp_path: Path) -> None:
     assert config.dev_mode is False
     with pytest.raises(ValidationError):
         ServerConfig.load({"port": "eighty"}, env={})
+    toml.write_text("[server]\nport = 9000\nrate-per-secnd = 5.5\n")
+    with pytest.raises(ValidationError, match="rate-per-secnd"):
+        ServerConfig.load({}, env={"CHATSTATE_CONFIG": str(toml)})
     assert is_loopback("127.0.0.2") and is_loopback("::1") and is_loopback("localhost")
     assert not is_loopback("0.0.0.0") and not is_loopback("example.org")  # noqa: S104
 

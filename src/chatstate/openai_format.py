@@ -25,6 +25,11 @@ def from_openai(message: Mapping[str, object], *, index: int = 0) -> NewEvent:
     where = f"messages[{index}]"
     if not isinstance(message, Mapping):
         raise ValidationError(f"{where}: a message must be a JSON object")
+    item_type = message.get("type")
+    if item_type == "function_call":
+        return _function_call(message, where)
+    if item_type == "function_call_output":
+        return _function_call_output(message, where)
     role = message.get("role")
     if role not in ROLES:
         raise ValidationError(f"{where}: role must be one of {', '.join(ROLES)}")
@@ -73,6 +78,64 @@ def from_openai(message: Mapping[str, object], *, index: int = 0) -> NewEvent:
     return NewEvent(kind="message", role=cast(Role, role), content=parts, name=name, extra=extra)
 
 
+def _text_fields(message: Mapping[str, object], names: tuple[str, ...], where: str) -> list[str]:
+    values = [message.get(n) for n in names]
+    if not all(isinstance(v, str) for v in values):
+        raise ValidationError(f"{where}: {message.get('type')} needs {', '.join(names)} as text")
+    return cast(list[str], values)
+
+
+def _function_call(message: Mapping[str, object], where: str) -> NewEvent:
+    """A Responses ``function_call`` item: one tool call, the item's other keys kept."""
+    call_id, name, arguments = _text_fields(message, ("call_id", "name", "arguments"), where)
+    extra = {
+        k: cast(JSONValue, v)
+        for k, v in message.items()
+        if k not in ("call_id", "name", "arguments")
+    }
+    return NewEvent(
+        kind="tool_call",
+        role="assistant",
+        tool_calls=(ToolCall(id=call_id, name=name, arguments=arguments),),
+        extra=extra,
+    )
+
+
+def _function_call_output(message: Mapping[str, object], where: str) -> NewEvent:
+    """A Responses ``function_call_output`` item: the result of the call ``call_id``."""
+    (call_id,) = _text_fields(message, ("call_id",), where)
+    output = message.get("output")
+    content: str | tuple[ContentPart, ...]
+    if isinstance(output, str):
+        content = output
+    elif isinstance(output, list) and all(isinstance(p, dict) for p in output):
+        content = tuple(cast(ContentPart, p) for p in output)
+    else:
+        raise ValidationError(f"{where}: function_call_output needs output as text or parts")
+    extra = {k: cast(JSONValue, v) for k, v in message.items() if k not in ("call_id", "output")}
+    return NewEvent(
+        kind="tool_result", role="tool", content=content, tool_call_id=call_id, extra=extra
+    )
+
+
+def _as_item(event: Event | NewEvent, content: JSONValue) -> dict[str, JSONValue] | None:
+    """The Responses item an event was made from, or ``None`` for a chat message."""
+    item_type = event.extra.get("type")
+    if item_type == "function_call" and event.kind == "tool_call" and len(event.tool_calls) == 1:
+        call = event.tool_calls[0]
+        item: dict[str, JSONValue] = {
+            "call_id": call.id,
+            "name": call.name,
+            "arguments": call.arguments,
+        }
+    elif item_type == "function_call_output" and event.kind == "tool_result":
+        item = {"call_id": event.tool_call_id, "output": content}
+    else:
+        return None
+    item.update(event.extra)
+    return item
+
+
 def _tool_call(raw: object, where: str) -> ToolCall:
     if not isinstance(raw, dict) or set(raw) - {"id", "type", "function"}:
         raise ValidationError(f"{where}: a tool call is {{id, type, function}}")
@@ -100,6 +163,8 @@ def to_openai(event: Event | NewEvent, *, include_extra: bool = True) -> dict[st
     content: JSONValue = (
         [dict(p) for p in event.content] if isinstance(event.content, tuple) else event.content
     )
+    if include_extra and (item := _as_item(event, content)) is not None:
+        return item
     out: dict[str, JSONValue] = {"role": event.role, "content": content}
     if event.name is not None:
         out["name"] = event.name

@@ -43,6 +43,11 @@ def register(sub: argparse._SubParsersAction[argparse.ArgumentParser], command: 
     keys_sub = keys.add_subparsers(dest="action", required=True, metavar="ACTION")
     create = command(keys_sub, "create", create_key, "a new key for --tenant, printed once")
     create.add_argument("--scopes", default="read,write", help="read,write,admin subset")
+    create.add_argument(
+        "--yes",
+        action="store_true",
+        help="confirm creating the first key, which ends development mode",
+    )
     command(keys_sub, "list", list_keys, "every key: id, tenant, scopes")
     revoke = command(keys_sub, "revoke", revoke_key, "delete a key by its id")
     revoke.add_argument("key_id", help="the 16 hex digits after cs_")
@@ -115,6 +120,15 @@ async def create_key(ctx: Context, args: argparse.Namespace) -> int:
     from chatstate.server.auth import create_key as make  # noqa: PLC0415
 
     async with opened(ctx) as store:
+        first = not (await store.list_sessions(tenant_id=_KEYS_TENANT, limit=1)).items
+        if first and not args.yes:
+            raise UsageError(
+                "this would be the first API key in this database, which ends development "
+                "mode: a `chatstate serve` on it stops accepting requests without a valid key "
+                "(within key_cache_seconds, 10 s by default), and the key sees only tenant "
+                f"{ctx.tenant!r}'s sessions (development mode uses tenant 'default'). "
+                "Run again with --yes to create it"
+            )
         key = await make(store, tenant=ctx.tenant, scopes=args.scopes)
     if ctx.as_json:
         print_json(ctx, {"tenant": ctx.tenant, "scopes": args.scopes, "key": key})
@@ -157,5 +171,8 @@ async def revoke_key(ctx: Context, args: argparse.Namespace) -> int:
 
     async with opened(ctx) as store:
         await revoke(store, key_id=args.key_id)
-    ctx.out.write(f"revoked {args.key_id}\n")
+    if ctx.as_json:
+        print_json(ctx, {"revoked": args.key_id})
+    else:
+        ctx.out.write(f"revoked {args.key_id}\n")
     return 0

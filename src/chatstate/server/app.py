@@ -19,7 +19,7 @@ from fastapi.responses import JSONResponse, PlainTextResponse
 from chatstate.context.engine import ContextEngine
 from chatstate.errors import ChatstateError
 from chatstate.health import HealthMetrics
-from chatstate.server import errors
+from chatstate.server import errors, ui
 from chatstate.server.admission import Admission, Gate
 from chatstate.server.auth import KeyRing
 from chatstate.server.config import ServerConfig, is_loopback
@@ -113,11 +113,14 @@ def create_app(config: ServerConfig | None = None, *, store: Store | None = None
         summary="Durable conversation state for LLM chat",
         version="1",
         lifespan=lifespan,
+        docs_url=None,  # /docs is served from packaged assets by ui.install
+        redoc_url=None,  # ReDoc loads from a CDN only
     )
     errors.install(app)
     app.include_router(sessions_router)
     app.include_router(chat_router)
     app.include_router(state_router)
+    ui.install(app)  # the inspector at /ui and the offline /docs
     _add_operations(app, metrics)
     app.add_middleware(BodyLimit, max_bytes=config.max_body_bytes)
     app.state.admission = gate = Gate(config.max_in_flight)

@@ -11,9 +11,10 @@ its id and its hash compared with :func:`hmac.compare_digest`. Lookups are cache
 ``admin`` to write ``system``/``developer`` messages, tool events and non-chat events.
 
 **Development mode.** With no key in the database, a server bound to a loopback address
-serves every request as tenant ``default`` with all scopes, and says so at start. It
-refuses to start on any other interface without keys. As soon as a key exists, every
-request needs one.
+serves every request as tenant ``default`` with all scopes, and says so at start: with no
+``Authorization`` header or with any bearer token (the official ``openai`` client always
+sends one). It refuses to start on any other interface without keys. As soon as a key
+exists, every request needs one.
 """
 
 from __future__ import annotations
@@ -29,7 +30,7 @@ from dataclasses import dataclass
 
 from chatstate.errors import NotFound, ValidationError
 from chatstate.model import Event, NewEvent
-from chatstate.server.errors import Forbidden
+from chatstate.server.errors import Forbidden, Unauthorized
 from chatstate.store.protocol import Store
 from chatstate.store.rules import check_id
 
@@ -41,6 +42,7 @@ __all__ = [
     "SCOPES",
     "KeyRing",
     "Principal",
+    "authenticate",
     "check_write",
     "create_key",
     "parse_scopes",
@@ -170,3 +172,21 @@ class KeyRing:
             log.warning("key %s has a malformed record; refusing it", key_id)
             return None, ""
         return Principal(tenant=tenant, scopes=parse_scopes(scopes), key_id=key_id), digest
+
+
+async def authenticate(keys: KeyRing, authorization: str | None, *, dev_mode: bool) -> Principal:
+    """The principal for a request's ``Authorization`` header.
+
+    In development mode (loopback, no key in the database) every request is the
+    development principal, whatever it sends: the official clients always send a bearer
+    token (``api_key="dev"``). Once a key exists, a valid key is required.
+    """
+    if dev_mode and not await keys.any_keys():
+        return DEV_PRINCIPAL
+    if authorization is None:
+        raise Unauthorized("send Authorization: Bearer <key> (chatstate keys create)")
+    scheme, _, token = authorization.partition(" ")
+    found = await keys.resolve(token.strip()) if scheme.lower() == "bearer" else None
+    if found is None:
+        raise Unauthorized("unknown or malformed API key")
+    return found

@@ -2,6 +2,7 @@
 
 Precedence, highest first: command-line flags, ``CHATSTATE_*`` environment variables, the
 ``[server]`` table of the TOML file named by ``--config`` / ``CHATSTATE_CONFIG``, defaults.
+A key of that table that is not a setting is an error naming it (a typo is never ignored).
 """
 
 from __future__ import annotations
@@ -75,7 +76,17 @@ class ServerConfig:
         if path:
             with Path(str(path)).open("rb") as handle:
                 table = tomllib.load(handle).get("server", {})
-            values.update({k.replace("-", "_"): v for k, v in table.items()})
+            if not isinstance(table, dict):
+                raise ValidationError(f"{path}: [server] must be a table")
+            known = {f.name for f in fields(cls)}
+            for key, value in table.items():
+                name = key.replace("-", "_")
+                if name not in known:
+                    raise ValidationError(
+                        f"{path}: unknown setting {key!r} in [server] "
+                        f"(known: {', '.join(sorted(known))})"
+                    )
+                values[name] = value
         for f in fields(cls):
             raw = env.get(f"CHATSTATE_{f.name.upper()}")
             if raw is not None and raw != "":

@@ -12,9 +12,9 @@ from fastapi import Depends, Header, Request
 
 from chatstate.context.engine import ContextEngine
 from chatstate.health import HealthMetrics
-from chatstate.server.auth import DEV_PRINCIPAL, KeyRing, Principal
+from chatstate.server.auth import KeyRing, Principal, authenticate
 from chatstate.server.config import ServerConfig
-from chatstate.server.errors import Forbidden, PreconditionFailed, Unauthorized
+from chatstate.server.errors import Forbidden, PreconditionFailed
 from chatstate.server.fleet import MetricsShare
 from chatstate.server.gateway import Gateway
 from chatstate.server.middleware import Metrics, RateLimiter
@@ -68,17 +68,7 @@ async def _principal(
     authorization: Annotated[str | None, Header(include_in_schema=False)] = None,
 ) -> Principal:
     svc = services(request)
-    if authorization is None:
-        if svc.dev_mode and not await svc.keys.any_keys():
-            principal = DEV_PRINCIPAL
-        else:
-            raise Unauthorized("send Authorization: Bearer <key> (chatstate keys create)")
-    else:
-        scheme, _, token = authorization.partition(" ")
-        found = await svc.keys.resolve(token.strip()) if scheme.lower() == "bearer" else None
-        if found is None:
-            raise Unauthorized("unknown or malformed API key")
-        principal = found
+    principal = await authenticate(svc.keys, authorization, dev_mode=svc.dev_mode)
     await svc.limiter.acquire(principal.key_id)
     return principal
 

@@ -30,7 +30,7 @@ from __future__ import annotations
 
 import asyncio
 import logging
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from typing import TYPE_CHECKING
 
@@ -79,6 +79,7 @@ class StateKeeper:
         max_attempts: int = 8,
         page: int = 500,
         monitor: bool = True,
+        chunk: int = 100,
     ) -> None:
         self.store = store
         self.monitor = monitor
@@ -88,13 +89,24 @@ class StateKeeper:
         self.branch = branch
         self._attempts = max_attempts
         self._page = page
+        self._chunk = max(chunk, 1)
+        """Messages extracted per append (see ``_extract_all``)."""
 
     async def get(self, session_id: str, *, tenant_id: str = "default") -> StateDoc:
         return await self.store.get_state(tenant_id=tenant_id, session_id=session_id)
 
-    async def sync(self, session_id: str, *, tenant_id: str = "default") -> SyncResult:
-        """Bring the state document up to the head of the log (see the module docstring)."""
-        return await self._run(tenant_id, session_id, extract=True)
+    async def sync(
+        self,
+        session_id: str,
+        *,
+        tenant_id: str = "default",
+        progress: Callable[[int], None] | None = None,
+    ) -> SyncResult:
+        """Bring the state document up to the head of the log (see the module docstring).
+
+        ``progress`` is called with the seq reached after each chunk of messages.
+        """
+        return await self._run(tenant_id, session_id, extract=True, progress=progress)
 
     # -- the explicit API: each change one state event ----------------------------------
 
@@ -221,7 +233,14 @@ class StateKeeper:
                 break
         return out
 
-    async def _run(self, tenant_id: str, session_id: str, *, extract: bool) -> SyncResult:
+    async def _run(
+        self,
+        tenant_id: str,
+        session_id: str,
+        *,
+        extract: bool,
+        progress: Callable[[int], None] | None = None,
+    ) -> SyncResult:
         written: list[Change] = []
         seqs: list[int] = []
         last_error: ChatstateError | None = None
@@ -242,18 +261,14 @@ class StateKeeper:
             ]
             if extract and pending:
                 try:
-                    appended = await self._extract(tenant_id, session_id, pending, data)
+                    data, chunk_flags = await self._extract_all(
+                        tenant_id, session_id, pending, data, written, seqs, events, progress
+                    )
                 except IdempotencyMismatch as exc:  # another keeper wrote this range differently
                     last_error = exc
                     continue
-                batch = [c for e in appended if (c := change_of(e))]
                 if self.monitor:
-                    flags = _check(pending, data, batch)
-                if appended:
-                    written += batch
-                    seqs += [e.seq for e in appended]
-                    data = apply_all(data, batch)
-                    events += appended
+                    flags = chunk_flags
             if flags:  # again on a retry: the document was read afresh
                 _record_flags(data, flags)
             if events:
@@ -277,6 +292,37 @@ class StateKeeper:
             return SyncResult(doc, tuple(written), tuple(seqs), tuple(flags))
         log.warning("state of %s kept changing; gave up after %d tries", session_id, self._attempts)
         raise last_error or ChatstateError("state sync made no attempt")
+
+    async def _extract_all(
+        self,
+        tenant_id: str,
+        session_id: str,
+        pending: list[Event],
+        data: dict[str, JSONValue],
+        written: list[Change],
+        seqs: list[int],
+        events: list[Event],
+        progress: Callable[[int], None] | None,
+    ) -> tuple[dict[str, JSONValue], list[Flag]]:
+        """Extract from ``pending`` in chunks of ``chunk`` messages, each appended on its
+        own with its own ``batch_upto``: a long log (an import of 50,000 messages) never
+        makes one append over the store's limit, and a retry resumes after the last chunk
+        written. Returns the state with the changes folded in, and the flags."""
+        flags: list[Flag] = []
+        for start in range(0, len(pending), self._chunk):
+            part = pending[start : start + self._chunk]
+            appended = await self._extract(tenant_id, session_id, part, data)
+            batch = [c for e in appended if (c := change_of(e))]
+            if self.monitor:
+                flags += _check(part, data, batch)
+            if appended:
+                written += batch
+                seqs += [e.seq for e in appended]
+                data = apply_all(data, batch)
+                events += appended
+            if progress is not None:
+                progress(part[-1].seq)
+        return data, flags
 
     async def _extract(
         self, tenant_id: str, session_id: str, pending: list[Event], data: dict[str, JSONValue]
