@@ -1,66 +1,42 @@
 """In-memory reference backend: the model every other backend is checked against.
 
-Not durable and not shared between processes (see :attr:`capabilities`). It stores each
-event's encoded JSON body, exactly as the database backends do, so what it returns has
-been through the same codec. Every method runs without awaiting in between, so each call
-is atomic on its event loop.
+Not durable and not shared between processes (see :attr:`capabilities`). It stores what
+the database backends store, encoded: each event's JSON body, the session's metadata and
+the state document as JSON text. Every value it returns is built fresh from those, so a
+caller mutating a returned object changes nothing stored. Every primitive runs without
+awaiting in between, so each call is atomic on its event loop. The rules (validation,
+idempotency window, paging) live in :class:`~chatstate.store.front.StoreFront`.
 """
 
 from __future__ import annotations
 
-from collections.abc import Mapping, Sequence
-from dataclasses import dataclass, field, replace
+from dataclasses import dataclass, field
 from datetime import datetime
 
-from chatstate.errors import (
-    AlreadyExists,
-    BranchNotFound,
-    IdempotencyMismatch,
-    SeqConflict,
-    SessionNotFound,
-    StateVersionConflict,
-)
+from chatstate.errors import AlreadyExists, BranchNotFound, SessionNotFound
 from chatstate.model import (
     DEFAULT_BRANCH,
-    AppendResult,
     Branch,
     Capabilities,
     Event,
-    JSONValue,
-    NewEvent,
-    Page,
+    SeqRange,
     Session,
     StateDoc,
 )
-from chatstate.store.codec import (
-    decode_cursor,
-    decode_event,
-    dumps,
-    encode_appends,
-    encode_cursor,
-    encode_state,
-    fingerprint,
-    loads,
+from chatstate.store.codec import decode_event, loads
+from chatstate.store.front import (
+    Appended,
+    AppendPlan,
+    IdemRecord,
+    MetadataFilter,
+    NewSession,
+    StoreFront,
+    fork_point,
+    live_until,
+    state_conflict,
 )
-from chatstate.store.lineage import clip_segments, lineage
-from chatstate.store.protocol import Order
-from chatstate.store.rules import (
-    StoreConfig,
-    check_fork,
-    check_fork_point,
-    check_id,
-    check_limit,
-    check_metadata,
-    check_metadata_filter,
-    check_read,
-    check_seq,
-    check_ttl,
-    ensure_live,
-    expiry_after,
-    metadata_matches,
-    new_session_id,
-    to_us,
-)
+from chatstate.store.lineage import plan_range
+from chatstate.store.rules import StoreConfig, ensure_live, metadata_matches, to_us
 
 __all__ = ["MemoryStore"]
 
@@ -85,255 +61,184 @@ class _BranchRec:
 
 
 @dataclass(slots=True)
-class _Idem:
-    fingerprint: str
-    branch: str
-    first_seq: int
-    last_seq: int
-    created_at: datetime
-
-
-@dataclass(slots=True)
 class _SessionRec:
-    session: Session
+    tenant_id: str
+    session_id: str
+    created_at: datetime
+    updated_at: datetime
+    metadata_json: str
+    user_id: str | None
+    ttl_seconds: float | None
+    expires_at: datetime | None
     branches: dict[str, _BranchRec]
-    state: StateDoc = field(default_factory=lambda: StateDoc(version=0, data={}))
-    idempotency: dict[str, _Idem] = field(default_factory=dict)
+    state: tuple[int, str, datetime | None] = (0, "{}", None)
+    idempotency: dict[str, IdemRecord] = field(default_factory=dict)
+
+    def session(self) -> Session:
+        """A new :class:`Session`, its metadata decoded afresh."""
+        return Session(
+            tenant_id=self.tenant_id,
+            id=self.session_id,
+            created_at=self.created_at,
+            updated_at=self.updated_at,
+            metadata=loads(self.metadata_json),  # type: ignore[arg-type]
+            user_id=self.user_id,
+            ttl_seconds=self.ttl_seconds,
+            expires_at=self.expires_at,
+        )
+
+    def live(self, now: datetime) -> bool:
+        return live_until(None if self.expires_at is None else to_us(self.expires_at), now)
 
 
-class MemoryStore:
+class MemoryStore(StoreFront):
     """A :class:`~chatstate.store.protocol.Store` held in a dict."""
 
     def __init__(self, config: StoreConfig | None = None) -> None:
-        self._config = config or StoreConfig()
+        super().__init__(config)
         self._sessions: dict[tuple[str, str], _SessionRec] = {}
 
     @property
     def capabilities(self) -> Capabilities:
         return Capabilities(durable=False, shared=False)
 
-    # -- sessions -----------------------------------------------------------------------
-
-    def _rec(self, tenant_id: str, session_id: str) -> _SessionRec:
-        check_id(tenant_id, "tenant_id")
-        check_id(session_id, "session_id")
+    def _rec(self, tenant_id: str, session_id: str, now: datetime) -> _SessionRec:
         rec = self._sessions.get((tenant_id, session_id))
         if rec is None:
             raise SessionNotFound(f"session {session_id!r} not found")
-        ensure_live(rec.session, self._config.clock())
+        ensure_live(rec.session(), now)
         return rec
 
-    async def create_session(
-        self,
-        *,
-        tenant_id: str,
-        session_id: str | None = None,
-        user_id: str | None = None,
-        metadata: Mapping[str, JSONValue] | None = None,
-        ttl_seconds: float | None = None,
-    ) -> Session:
-        check_id(tenant_id, "tenant_id")
-        session_id = new_session_id() if session_id is None else check_id(session_id, "session_id")
-        if user_id is not None:
-            check_id(user_id, "user_id")
-        check_metadata(metadata, self._config.limits)
-        check_ttl(ttl_seconds)
-        now = self._config.clock()
-        existing = self._sessions.get((tenant_id, session_id))
+    # -- sessions -----------------------------------------------------------------------
+
+    async def _p_create(self, new: NewSession) -> Session:
+        key = (new.tenant_id, new.session_id)
+        existing = self._sessions.get(key)
         if existing is not None:
-            if existing.session.expires_at is None or existing.session.expires_at > now:
-                raise AlreadyExists(f"session {session_id!r} already exists")
-            del self._sessions[(tenant_id, session_id)]  # expired: purge on the way
-        session = Session(
-            tenant_id=tenant_id,
-            id=session_id,
-            created_at=now,
-            updated_at=now,
-            metadata=loads(dumps(dict(metadata or {}))),  # type: ignore[arg-type]
-            user_id=user_id,
-            ttl_seconds=ttl_seconds,
-            expires_at=expiry_after(ttl_seconds, now),
+            if existing.live(new.now):
+                raise AlreadyExists(f"session {new.session_id!r} already exists")
+            del self._sessions[key]  # expired: purge on the way
+        main = Branch(name=DEFAULT_BRANCH, head_seq=0, created_at=new.now)
+        rec = _SessionRec(
+            tenant_id=new.tenant_id,
+            session_id=new.session_id,
+            created_at=new.now,
+            updated_at=new.now,
+            metadata_json=new.metadata_json,
+            user_id=new.user_id,
+            ttl_seconds=new.ttl_seconds,
+            expires_at=new.expires_at,
+            branches={DEFAULT_BRANCH: _BranchRec(main)},
         )
-        main = Branch(name=DEFAULT_BRANCH, head_seq=0, created_at=now)
-        self._sessions[(tenant_id, session_id)] = _SessionRec(
-            session=session, branches={DEFAULT_BRANCH: _BranchRec(main)}
-        )
-        return session
+        self._sessions[key] = rec
+        return rec.session()
 
-    async def get_session(self, *, tenant_id: str, session_id: str) -> Session:
-        return self._rec(tenant_id, session_id).session
+    async def _p_get(self, tenant_id: str, session_id: str, now: datetime) -> Session:
+        return self._rec(tenant_id, session_id, now).session()
 
-    async def list_sessions(
+    async def _p_list(
         self,
-        *,
         tenant_id: str,
-        user_id: str | None = None,
-        metadata: Mapping[str, str | int | float | bool] | None = None,
-        limit: int = 50,
-        cursor: str | None = None,
-    ) -> Page[Session]:
-        check_id(tenant_id, "tenant_id")
-        if user_id is not None:
-            check_id(user_id, "user_id")
-        check_metadata_filter(metadata)
-        check_limit(limit, self._config.limits)
-        now = self._config.clock()
-        after: tuple[int, str] | None = None
-        if cursor is not None:
-            created, sid = decode_cursor(cursor, (int, str))
-            after = (int(created), str(sid))
+        user_id: str | None,
+        metadata: MetadataFilter,
+        limit: int,
+        after: tuple[int, str] | None,
+        now: datetime,
+    ) -> list[Session]:
         rows = sorted(
             (
-                rec.session
+                rec.session()
                 for (tenant, _), rec in self._sessions.items()
                 if tenant == tenant_id
-                and (rec.session.expires_at is None or rec.session.expires_at > now)
-                and (user_id is None or rec.session.user_id == user_id)
-                and metadata_matches(rec.session.metadata, metadata)
+                and rec.live(now)
+                and (user_id is None or rec.user_id == user_id)
             ),
             key=lambda s: (to_us(s.created_at), s.id),
             reverse=True,
         )
+        rows = [s for s in rows if metadata_matches(s.metadata, metadata)]
         if after is not None:
             rows = [s for s in rows if (to_us(s.created_at), s.id) < after]
-        page = rows[:limit]
-        next_cursor = None
-        if len(rows) > limit:
-            last = page[-1]
-            next_cursor = encode_cursor(to_us(last.created_at), last.id)
-        return Page(items=tuple(page), next_cursor=next_cursor)
+        return rows[:limit]
 
-    async def set_ttl(
-        self, *, tenant_id: str, session_id: str, ttl_seconds: float | None
+    async def _p_set_ttl(
+        self,
+        tenant_id: str,
+        session_id: str,
+        ttl_seconds: float | None,
+        expires_at: datetime | None,
+        now: datetime,
     ) -> Session:
-        check_ttl(ttl_seconds)
-        rec = self._rec(tenant_id, session_id)
-        now = self._config.clock()
-        rec.session = replace(
-            rec.session,
-            ttl_seconds=ttl_seconds,
-            expires_at=expiry_after(ttl_seconds, now),
-            updated_at=now,
-        )
-        return rec.session
+        rec = self._rec(tenant_id, session_id, now)
+        rec.ttl_seconds, rec.expires_at, rec.updated_at = ttl_seconds, expires_at, now
+        return rec.session()
 
-    async def delete_session(self, *, tenant_id: str, session_id: str) -> None:
-        check_id(tenant_id, "tenant_id")
-        check_id(session_id, "session_id")
-        if self._sessions.pop((tenant_id, session_id), None) is None:
-            raise SessionNotFound(f"session {session_id!r} not found")
+    async def _p_delete(self, tenant_id: str, session_id: str) -> bool:
+        return self._sessions.pop((tenant_id, session_id), None) is not None
 
-    async def delete_sessions(self, *, tenant_id: str, user_id: str | None = None) -> int:
-        check_id(tenant_id, "tenant_id")
-        if user_id is not None:
-            check_id(user_id, "user_id")
+    async def _p_delete_many(self, tenant_id: str, user_id: str | None) -> int:
         doomed = [
             key
             for key, rec in self._sessions.items()
-            if key[0] == tenant_id and (user_id is None or rec.session.user_id == user_id)
+            if key[0] == tenant_id and (user_id is None or rec.user_id == user_id)
         ]
         for key in doomed:
             del self._sessions[key]
         return len(doomed)
 
-    async def purge_expired(self) -> int:
-        now = self._config.clock()
-        doomed = [
-            key
-            for key, rec in self._sessions.items()
-            if rec.session.expires_at is not None and rec.session.expires_at <= now
-        ]
+    async def _p_purge(self, now: datetime, idem_horizon_us: int) -> int:
+        doomed = [key for key, rec in self._sessions.items() if not rec.live(now)]
         for key in doomed:
             del self._sessions[key]
-        horizon = to_us(now) - int(self._config.idempotency_ttl_seconds * 1_000_000)
         for rec in self._sessions.values():
             for idem_key, idem in list(rec.idempotency.items()):
-                if to_us(idem.created_at) <= horizon:
+                if idem.created_us <= idem_horizon_us:
                     del rec.idempotency[idem_key]
         return len(doomed)
 
     # -- events -------------------------------------------------------------------------
 
-    async def append(
-        self,
-        *,
-        tenant_id: str,
-        session_id: str,
-        events: Sequence[NewEvent],
-        branch: str = DEFAULT_BRANCH,
-        expected_seq: int | None = None,
-        idempotency_key: str | None = None,
-    ) -> AppendResult:
-        check_id(branch, "branch")
-        check_seq(expected_seq, "expected_seq", allow_none=True)
-        if idempotency_key is not None:
-            check_id(idempotency_key, "idempotency_key", max_len=255)
-        encoded = encode_appends(events, self._config.limits)
-        rec = self._rec(tenant_id, session_id)
-        target = rec.branches.get(branch)
-        if target is None:
-            raise BranchNotFound(f"branch {branch!r} not found")
-        now = self._config.clock()
-        if idempotency_key is not None:
-            print_ = fingerprint(branch, encoded)
-            idem = rec.idempotency.get(idempotency_key)
-            fresh = idem is not None and (
-                (now - idem.created_at).total_seconds() < self._config.idempotency_ttl_seconds
+    async def _p_append(self, plan: AppendPlan) -> Appended:
+        rec = self._rec(plan.tenant_id, plan.session_id, plan.now)
+        target = rec.branches.get(plan.branch)
+        head = None if target is None else target.info.head_seq
+        idem = None if plan.key is None else rec.idempotency.get(plan.key)
+        replay = plan.admit(head, idem)
+        if replay is not None:
+            rng = SeqRange(
+                after_seq=replay.first_seq - 1,
+                before_seq=replay.last_seq + 1,
+                limit=replay.last_seq - replay.first_seq + 1,
             )
-            if idem is not None and fresh:
-                if idem.fingerprint != print_:
-                    raise IdempotencyMismatch(
-                        f"idempotency key {idempotency_key!r} was used with another payload"
-                    )
-                replay = self._events(
-                    rec, idem.branch, after_seq=idem.first_seq - 1, before_seq=idem.last_seq + 1
-                )
-                return AppendResult(
-                    branch=idem.branch,
-                    first_seq=idem.first_seq,
-                    last_seq=idem.last_seq,
-                    events=tuple(replay),
-                    replayed=True,
-                )
-        head = target.info.head_seq
-        if expected_seq is not None and expected_seq != head:
-            raise SeqConflict(
-                f"expected seq {expected_seq}, branch {branch!r} is at {head}",
-                expected=expected_seq,
-                actual=head,
-            )
-        for item in encoded:
-            target.own.append(_Stored(item.body, now, item.event.token_count, idempotency_key))
-        first, last = head + 1, head + len(encoded)
-        target.info = replace(target.info, head_seq=last)
-        if idempotency_key is not None:
-            rec.idempotency[idempotency_key] = _Idem(print_, branch, first, last, now)
-        rec.session = replace(
-            rec.session,
-            updated_at=now,
-            expires_at=expiry_after(rec.session.ttl_seconds, now),
+            events = self._events(rec, replay.branch, rng)
+            return Appended(replay.first_seq, replay, tuple(events))
+        if target is None or head is None:  # pragma: no cover - admit() raised for this
+            raise BranchNotFound(f"branch {plan.branch!r} not found")
+        for item in plan.rows:
+            target.own.append(_Stored(item.body, plan.now, item.event.token_count, plan.key))
+        last = head + len(plan.rows)
+        target.info = Branch(
+            name=target.info.name,
+            head_seq=last,
+            created_at=target.info.created_at,
+            parent=target.info.parent,
+            fork_seq=target.info.fork_seq,
         )
-        written = self._events(rec, branch, after_seq=head, before_seq=last + 1)
-        return AppendResult(branch=branch, first_seq=first, last_seq=last, events=tuple(written))
+        if plan.key is not None:
+            rec.idempotency[plan.key] = IdemRecord(
+                plan.fingerprint, plan.branch, head + 1, last, plan.now_us
+            )
+        rec.updated_at, rec.expires_at = plan.now, plan.expires_after(rec.ttl_seconds)
+        return Appended(head + 1)
 
-    def _events(
-        self,
-        rec: _SessionRec,
-        branch: str,
-        *,
-        after_seq: int,
-        before_seq: int | None,
-        limit: int | None = None,
-        order: Order = "asc",
-    ) -> list[Event]:
+    def _events(self, rec: _SessionRec, branch: str, rng: SeqRange) -> list[Event]:
         infos = {name: b.info for name, b in rec.branches.items()}
         out: list[Event] = []
-        for seg in clip_segments(lineage(infos, branch), after_seq, before_seq, order):
+        for seg in plan_range(infos, branch, rng):
             owner = rec.branches[seg.branch]
-            hi = owner.info.head_seq if seg.hi is None else min(seg.hi, owner.info.head_seq)
-            seqs = range(seg.lo, hi + 1)
-            for seq in reversed(seqs) if order == "desc" else seqs:
-                if limit is not None and len(out) >= limit:
+            seqs = range(seg.lo, (seg.hi or 0) + 1)
+            for seq in reversed(seqs) if rng.order == "desc" else seqs:
+                if len(out) >= rng.limit:
                     return out
                 stored = owner.own[seq - owner.base - 1]
                 out.append(
@@ -348,98 +253,61 @@ class MemoryStore:
                 )
         return out
 
-    async def read(
+    async def _p_read(
         self,
-        *,
         tenant_id: str,
         session_id: str,
-        branch: str = DEFAULT_BRANCH,
-        after_seq: int = 0,
-        before_seq: int | None = None,
-        limit: int = 100,
-        order: Order = "asc",
-    ) -> list[Event]:
-        check_read(branch, after_seq, before_seq, limit, order, self._config.limits)
-        rec = self._rec(tenant_id, session_id)
+        branch: str,
+        ranges: tuple[SeqRange, ...],
+        now: datetime,
+    ) -> list[list[Event]]:
+        rec = self._rec(tenant_id, session_id, now)
         if branch not in rec.branches:
             raise BranchNotFound(f"branch {branch!r} not found")
-        return self._events(
-            rec, branch, after_seq=after_seq, before_seq=before_seq, limit=limit, order=order
-        )
-
-    async def read_last(
-        self, *, tenant_id: str, session_id: str, branch: str = DEFAULT_BRANCH, n: int
-    ) -> list[Event]:
-        events = await self.read(
-            tenant_id=tenant_id, session_id=session_id, branch=branch, limit=n, order="desc"
-        )
-        events.reverse()
-        return events
+        return [self._events(rec, branch, rng) for rng in ranges]
 
     # -- branches -----------------------------------------------------------------------
 
-    async def fork(
+    async def _p_fork(
         self,
-        *,
         tenant_id: str,
         session_id: str,
         new_branch: str,
-        from_branch: str = DEFAULT_BRANCH,
-        at_seq: int | None = None,
+        from_branch: str,
+        at_seq: int | None,
+        now: datetime,
     ) -> Branch:
-        check_fork(new_branch, from_branch, at_seq)
-        rec = self._rec(tenant_id, session_id)
+        rec = self._rec(tenant_id, session_id, now)
         parent = rec.branches.get(from_branch)
         if parent is None:
             raise BranchNotFound(f"branch {from_branch!r} not found")
         if new_branch in rec.branches:
             raise AlreadyExists(f"branch {new_branch!r} already exists")
-        at = parent.info.head_seq if at_seq is None else at_seq
-        check_fork_point(at, parent.info.head_seq)
-        info = Branch(
-            name=new_branch,
-            head_seq=at,
-            created_at=self._config.clock(),
-            parent=from_branch,
-            fork_seq=at,
-        )
+        at = fork_point(at_seq, parent.info.head_seq)
+        info = Branch(name=new_branch, head_seq=at, created_at=now, parent=from_branch, fork_seq=at)
         rec.branches[new_branch] = _BranchRec(info)
         return info
 
-    async def list_branches(self, *, tenant_id: str, session_id: str) -> list[Branch]:
-        rec = self._rec(tenant_id, session_id)
-        return [b.info for b in rec.branches.values()]
+    async def _p_branches(self, tenant_id: str, session_id: str, now: datetime) -> list[Branch]:
+        rec = self._rec(tenant_id, session_id, now)
+        return [b.info for b in rec.branches.values()]  # Branch is frozen, no mutable field
 
     # -- state --------------------------------------------------------------------------
 
-    async def get_state(self, *, tenant_id: str, session_id: str) -> StateDoc:
-        return self._rec(tenant_id, session_id).state
+    async def _p_get_state(self, tenant_id: str, session_id: str, now: datetime) -> StateDoc:
+        version, body, updated = self._rec(tenant_id, session_id, now).state
+        return StateDoc(version=version, data=loads(body), updated_at=updated)  # type: ignore[arg-type]
 
-    async def put_state(
-        self,
-        *,
-        tenant_id: str,
-        session_id: str,
-        data: Mapping[str, JSONValue],
-        expected_version: int,
+    async def _p_put_state(
+        self, tenant_id: str, session_id: str, body: str, expected: int, now: datetime
     ) -> StateDoc:
-        check_seq(expected_version, "expected_version")
-        body = encode_state(data, self._config.limits)
-        rec = self._rec(tenant_id, session_id)
-        if rec.state.version != expected_version:
-            raise StateVersionConflict(
-                f"state is at version {rec.state.version}, not {expected_version}",
-                expected=expected_version,
-                actual=rec.state.version,
-            )
-        rec.state = StateDoc(
-            version=expected_version + 1,
-            data=loads(body),  # type: ignore[arg-type]
-            updated_at=self._config.clock(),
-        )
-        return rec.state
+        rec = self._rec(tenant_id, session_id, now)
+        if rec.state[0] != expected:
+            raise state_conflict(rec.state[0], expected)
+        rec.state = (expected + 1, body, now)
+        return StateDoc(version=expected + 1, data=loads(body), updated_at=now)  # type: ignore[arg-type]
 
-    async def close(self) -> None:
+    async def _p_close(self) -> None:
         return None
 
 

@@ -14,29 +14,21 @@ from __future__ import annotations
 
 import re
 from collections.abc import Mapping
+from datetime import datetime
 from urllib.parse import parse_qsl, quote, urlencode
 
 import psycopg
 
-from chatstate.errors import AlreadyExists, BackendUnavailable, SessionNotFound, ValidationError
-from chatstate.model import Capabilities, JSONValue, Page, Session
+from chatstate.errors import AlreadyExists, BackendUnavailable, ValidationError
+from chatstate.model import Capabilities, Session
 from chatstate.store import _pg_sql as q
 from chatstate.store._pg_log import LogMethods
 from chatstate.store._pg_pool import Attempt, Conn, PoolSettings, Runner, display_url, make_pool
-from chatstate.store._pg_rows import exact, json_object, live, one, session_of
+from chatstate.store._pg_rows import json_object, live, one, session_of
 from chatstate.store._pg_schema import check_row_level_security, prepare_schema, schema_version
-from chatstate.store.codec import decode_cursor, dumps, encode_cursor
-from chatstate.store.rules import (
-    StoreConfig,
-    check_id,
-    check_limit,
-    check_metadata,
-    check_metadata_filter,
-    check_ttl,
-    expiry_after,
-    new_session_id,
-    to_us,
-)
+from chatstate.store.codec import dumps
+from chatstate.store.front import MetadataFilter, NewSession, live_until
+from chatstate.store.rules import StoreConfig, to_us
 
 __all__ = ["PostgresStore", "migrate", "open_postgres_url"]
 
@@ -111,37 +103,21 @@ class PostgresStore(LogMethods):
 
         return await self._runner.run(run)
 
-    async def close(self) -> None:
+    async def _p_close(self) -> None:
         await self._runner.close()
 
     # -- sessions -----------------------------------------------------------------------
 
-    async def create_session(
-        self,
-        *,
-        tenant_id: str,
-        session_id: str | None = None,
-        user_id: str | None = None,
-        metadata: Mapping[str, JSONValue] | None = None,
-        ttl_seconds: float | None = None,
-    ) -> Session:
-        check_id(tenant_id, "tenant_id")
-        session_id = new_session_id() if session_id is None else check_id(session_id, "session_id")
-        if user_id is not None:
-            check_id(user_id, "user_id")
-        check_metadata(metadata, self._config.limits)
-        check_ttl(ttl_seconds)
-        now = exact(self._config.clock())
-        meta = dumps(dict(metadata or {}))
-        expires = expiry_after(ttl_seconds, now)
+    async def _p_create(self, new: NewSession) -> Session:
+        tenant_id, session_id = new.tenant_id, new.session_id
         params = {
             "t": tenant_id,
             "s": session_id,
-            "user": user_id,
-            "meta": meta,
-            "ttl": ttl_seconds,
-            "now": to_us(now),
-            "exp": None if expires is None else to_us(expires),
+            "user": new.user_id,
+            "meta": new.metadata_json,
+            "ttl": new.ttl_seconds,
+            "now": to_us(new.now),
+            "exp": None if new.expires_at is None else to_us(new.expires_at),
         }
 
         async def run(conn: Conn, attempt: Attempt) -> None:
@@ -149,7 +125,7 @@ class PostgresStore(LogMethods):
                 cur = await conn.execute(q.LOCK_SESSION, (tenant_id, session_id))
                 old = await cur.fetchone()
                 if old is not None:
-                    if old[6] is None or old[6] > to_us(now):
+                    if live_until(old[6], new.now):
                         raise AlreadyExists(f"session {session_id!r} already exists")
                     await conn.execute(q.DROP_ONE, (tenant_id, session_id))  # expired: purge
                 created = await conn.execute(q.CREATE_SESSION, params)
@@ -160,18 +136,15 @@ class PostgresStore(LogMethods):
         return Session(
             tenant_id=tenant_id,
             id=session_id,
-            created_at=now,
-            updated_at=now,
-            metadata=json_object(meta),
-            user_id=user_id,
-            ttl_seconds=ttl_seconds,
-            expires_at=None if expires is None else exact(expires),
+            created_at=new.now,
+            updated_at=new.now,
+            metadata=json_object(new.metadata_json),
+            user_id=new.user_id,
+            ttl_seconds=new.ttl_seconds,
+            expires_at=new.expires_at,
         )
 
-    async def get_session(self, *, tenant_id: str, session_id: str) -> Session:
-        self._ids(tenant_id, session_id)
-        now = self._config.clock()
-
+    async def _p_get(self, tenant_id: str, session_id: str, now: datetime) -> Session:
         async def run(conn: Conn, attempt: Attempt) -> Session:
             async with self._tx(conn, attempt, tenant_id, read=True):
                 cur = await conn.execute(q.GET_SESSION, (tenant_id, session_id))
@@ -179,91 +152,67 @@ class PostgresStore(LogMethods):
 
         return await self._runner.run(run)
 
-    async def list_sessions(
+    async def _p_list(
         self,
-        *,
         tenant_id: str,
-        user_id: str | None = None,
-        metadata: Mapping[str, str | int | float | bool] | None = None,
-        limit: int = 50,
-        cursor: str | None = None,
-    ) -> Page[Session]:
-        check_id(tenant_id, "tenant_id")
-        if user_id is not None:
-            check_id(user_id, "user_id")
-        check_metadata_filter(metadata)
-        check_limit(limit, self._config.limits)
-        now = self._config.clock()
+        user_id: str | None,
+        metadata: MetadataFilter,
+        limit: int,
+        after: tuple[int, str] | None,
+        now: datetime,
+    ) -> list[Session]:
         sql = q.LIST_SESSIONS + q.LIST_LIVE
         params: list[object] = [tenant_id, to_us(now)]
         if user_id is not None:
             sql += q.LIST_USER
             params.append(user_id)
-        if cursor is not None:
-            created, sid = decode_cursor(cursor, (int, str))
+        if after is not None:
             sql += q.LIST_AFTER
-            params += [created, sid]
-        for key, value in (metadata or {}).items():
+            params += [after[0], after[1]]
+        for key, value in metadata.items():
             sql += q.LIST_META
             params += [key, dumps(value)]
         sql += q.LIST_ORDER
-        params.append(limit + 1)
+        params.append(limit)
 
         async def run(conn: Conn, attempt: Attempt) -> list[Session]:
             async with self._tx(conn, attempt, tenant_id, read=True):
                 cur = await conn.execute(sql.encode(), params)
             return [session_of(tenant_id, row) for row in await cur.fetchall()]
 
-        rows = await self._runner.run(run)
-        page = rows[:limit]
-        next_cursor = None
-        if len(rows) > limit:
-            last = page[-1]
-            next_cursor = encode_cursor(to_us(last.created_at), last.id)
-        return Page(items=tuple(page), next_cursor=next_cursor)
+        return await self._runner.run(run)
 
-    async def set_ttl(
-        self, *, tenant_id: str, session_id: str, ttl_seconds: float | None
+    async def _p_set_ttl(
+        self,
+        tenant_id: str,
+        session_id: str,
+        ttl_seconds: float | None,
+        expires_at: datetime | None,
+        now: datetime,
     ) -> Session:
-        check_ttl(ttl_seconds)
-        self._ids(tenant_id, session_id)
-        now = self._config.clock()
-        expires = expiry_after(ttl_seconds, now)
+        expires = None if expires_at is None else to_us(expires_at)
 
         async def run(conn: Conn, attempt: Attempt) -> Session:
             async with self._tx(conn, attempt, tenant_id):
                 cur = await conn.execute(q.LOCK_SESSION, (tenant_id, session_id))
                 live(tenant_id, session_id, await cur.fetchone(), now)
                 cur = await conn.execute(
-                    q.SET_TTL,
-                    (
-                        ttl_seconds,
-                        None if expires is None else to_us(expires),
-                        to_us(now),
-                        tenant_id,
-                        session_id,
-                    ),
+                    q.SET_TTL, (ttl_seconds, expires, to_us(now), tenant_id, session_id)
                 )
             return session_of(tenant_id, one(await cur.fetchone()))
 
         return await self._runner.run(run, repeatable=False)
 
-    async def delete_session(self, *, tenant_id: str, session_id: str) -> None:
-        self._ids(tenant_id, session_id)
-
+    async def _p_delete(self, tenant_id: str, session_id: str) -> bool:
         async def run(conn: Conn, attempt: Attempt) -> int:
             async with self._tx(conn, attempt, tenant_id):
                 await conn.execute(q.LOCK_SESSION, (tenant_id, session_id))
                 cur = await conn.execute(q.DROP_ONE, (tenant_id, session_id))
             return int(one(await cur.fetchone())[0])
 
-        if await self._runner.run(run, repeatable=False) == 0:
-            raise SessionNotFound(f"session {session_id!r} not found")
+        return await self._runner.run(run, repeatable=False) > 0
 
-    async def delete_sessions(self, *, tenant_id: str, user_id: str | None = None) -> int:
-        check_id(tenant_id, "tenant_id")
-        if user_id is not None:
-            check_id(user_id, "user_id")
+    async def _p_delete_many(self, tenant_id: str, user_id: str | None) -> int:
         args = (tenant_id,) if user_id is None else (tenant_id, user_id)
 
         async def run(conn: Conn, attempt: Attempt) -> int:
@@ -274,13 +223,10 @@ class PostgresStore(LogMethods):
 
         return await self._runner.run(run, repeatable=False)
 
-    async def purge_expired(self) -> int:
-        now = to_us(self._config.clock())
-        horizon = now - int(self._config.idempotency_ttl_seconds * 1_000_000)
-
+    async def _p_purge(self, now: datetime, idem_horizon_us: int) -> int:
         async def run(conn: Conn, attempt: Attempt) -> int:
             async with self._tx(conn, attempt, None):
-                cur = await conn.execute(q.PURGE, (now, horizon))
+                cur = await conn.execute(q.PURGE, (to_us(now), idem_horizon_us))
             return int(one(await cur.fetchone())[0])
 
         return await self._runner.run(run)  # deleting the expired again is harmless

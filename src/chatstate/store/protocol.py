@@ -30,7 +30,7 @@ each of them on every backend):
 from __future__ import annotations
 
 from collections.abc import Mapping, Sequence
-from typing import Literal, Protocol, runtime_checkable
+from typing import Protocol, runtime_checkable
 
 from chatstate.model import (
     AppendResult,
@@ -39,14 +39,14 @@ from chatstate.model import (
     Event,
     JSONValue,
     NewEvent,
+    Order,
     Page,
+    SeqRange,
     Session,
     StateDoc,
 )
 
 __all__ = ["Order", "Store"]
-
-Order = Literal["asc", "desc"]
 
 
 @runtime_checkable
@@ -137,6 +137,21 @@ class Store(Protocol):
         self, *, tenant_id: str, session_id: str, branch: str = "main", n: int
     ) -> list[Event]:
         """The newest ``n`` events of the branch, oldest first."""
+        ...
+
+    async def read_ranges(
+        self,
+        *,
+        tenant_id: str,
+        session_id: str,
+        branch: str = "main",
+        ranges: Sequence[SeqRange],
+    ) -> list[list[Event]]:
+        """Several ranges of one branch, read from one snapshot in one round trip.
+
+        The answer has one list per range, each as ``read`` with that range's arguments
+        would return it (so a ``desc`` range comes newest first).
+        """
         ...
 
     async def fork(

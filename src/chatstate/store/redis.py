@@ -28,6 +28,7 @@ from __future__ import annotations
 import logging
 import secrets
 from collections.abc import Awaitable, Callable, Mapping, Sequence
+from datetime import datetime
 from functools import partial
 from typing import Any, TypeVar, cast
 
@@ -37,22 +38,16 @@ from chatstate.errors import (
     AlreadyExists,
     BackendUnavailable,
     BranchNotFound,
-    IdempotencyMismatch,
-    SeqConflict,
     SessionExpired,
     SessionNotFound,
-    StateVersionConflict,
     ValidationError,
 )
 from chatstate.model import (
-    DEFAULT_BRANCH,
-    AppendResult,
     Branch,
     Capabilities,
     Event,
     JSONValue,
-    NewEvent,
-    Page,
+    SeqRange,
     Session,
     StateDoc,
 )
@@ -79,32 +74,26 @@ from chatstate.store._redis_records import (
     ttl_to_us,
 )
 from chatstate.store.codec import (
-    decode_cursor,
-    decode_event,
     dumps,
-    encode_appends,
-    encode_cursor,
-    encode_state,
-    fingerprint,
     loads,
 )
-from chatstate.store.lineage import clip_segments, lineage
-from chatstate.store.protocol import Order
+from chatstate.store.front import (
+    Appended,
+    AppendPlan,
+    IdemRecord,
+    MetadataFilter,
+    NewSession,
+    StoreFront,
+    fork_point,
+    state_conflict,
+)
+from chatstate.store.lineage import plan_range
 from chatstate.store.rules import (
     StoreConfig,
-    check_fork,
-    check_fork_point,
     check_id,
-    check_limit,
-    check_metadata,
-    check_metadata_filter,
-    check_read,
-    check_seq,
-    check_ttl,
     ensure_live,
     from_us,
     metadata_matches,
-    new_session_id,
     to_us,
 )
 from chatstate.store.url import redact
@@ -126,7 +115,7 @@ T = TypeVar("T")
 _STALE_INDEX_US = 60 * 1_000_000  # index entries younger than this may be a create in flight
 
 
-class RedisStore:
+class RedisStore(StoreFront):
     """A :class:`~chatstate.store.protocol.Store` on Redis or Redis Cluster.
 
     Build it with :func:`open_redis_url`, or around your own client (created with
@@ -146,8 +135,8 @@ class RedisStore:
         native_ttl_grace_seconds: float = 600.0,
     ) -> None:
         check_id(prefix, "redis key prefix", max_len=64)
+        super().__init__(config)
         self._client = client
-        self._config = config or StoreConfig()
         self._keys = Keys(prefix)
         self._durable = durable
         self.loss_window = loss_window
@@ -223,31 +212,13 @@ class RedisStore:
 
     # -- sessions -----------------------------------------------------------------------
 
-    @staticmethod
-    def _ids(tenant_id: str, session_id: str) -> None:
-        check_id(tenant_id, "tenant_id")
-        check_id(session_id, "session_id")
-
-    async def create_session(
-        self,
-        *,
-        tenant_id: str,
-        session_id: str | None = None,
-        user_id: str | None = None,
-        metadata: Mapping[str, JSONValue] | None = None,
-        ttl_seconds: float | None = None,
-    ) -> Session:
-        check_id(tenant_id, "tenant_id")
-        session_id = new_session_id() if session_id is None else check_id(session_id, "session_id")
-        if user_id is not None:
-            check_id(user_id, "user_id")
-        check_metadata(metadata, self._config.limits)
-        check_ttl(ttl_seconds)
-        now_us = to_us(self._config.clock())
+    async def _p_create(self, new: NewSession) -> Session:
+        tenant_id, session_id, user_id = new.tenant_id, new.session_id, new.user_id
+        ttl_seconds, meta_json = new.ttl_seconds, new.metadata_json
+        now_us = to_us(new.now)
         nonce = secrets.token_hex(8)
         ttl_us = ttl_to_us(ttl_seconds) if ttl_seconds is not None else None
         expires_us = now_us + ttl_us if ttl_us is not None else None
-        meta_json = dumps(dict(metadata or {}))
         index, member = self._keys.tenant(tenant_id), index_member(now_us, session_id, nonce)
         # The listing entry goes first: once the session exists, it is listed.
         await self._io(lambda: self._client.zadd(index, {member: 0}))
@@ -292,8 +263,7 @@ class RedisStore:
             expires_at=from_us(expires_us) if expires_us is not None else None,
         )
 
-    async def get_session(self, *, tenant_id: str, session_id: str) -> Session:
-        self._ids(tenant_id, session_id)
+    async def _p_get(self, tenant_id: str, session_id: str, now: datetime) -> Session:
         key = self._keys.session(tenant_id, session_id)[0]
         rec = await self._io(lambda: self._client.hgetall(key), retry=True)
         return self._live(cast(dict[str, str], rec), tenant_id, session_id)
@@ -309,25 +279,19 @@ class RedisStore:
 
         return await self._io(fetch, retry=True)
 
-    async def list_sessions(
+    async def _p_list(
         self,
-        *,
         tenant_id: str,
-        user_id: str | None = None,
-        metadata: Mapping[str, str | int | float | bool] | None = None,
-        limit: int = 50,
-        cursor: str | None = None,
-    ) -> Page[Session]:
-        check_id(tenant_id, "tenant_id")
-        if user_id is not None:
-            check_id(user_id, "user_id")
-        check_metadata_filter(metadata)
-        check_limit(limit, self._config.limits)
+        user_id: str | None,
+        metadata: MetadataFilter,
+        limit: int,
+        after: tuple[int, str] | None,
+        now: datetime,
+    ) -> list[Session]:
+        limit -= 1  # the loop below collects one more than ``limit``
         start = "+"
-        if cursor is not None:
-            created, sid = decode_cursor(cursor, (int, str))
-            start = f"({int(created):020d}\x01{sid}\x01"
-        now = self._config.clock()
+        if after is not None:
+            start = f"({after[0]:020d}\x01{after[1]}\x01"
         old = to_us(now) - _STALE_INDEX_US
         index = self._keys.tenant(tenant_id)
         batch = min(max(limit + 1, 32), 1000)
@@ -367,19 +331,17 @@ class RedisStore:
             start = "(" + members[-1]
         if stale:
             await self._best_effort("index cleanup", lambda: self._client.zrem(index, *stale))
-        page = found[:limit]
-        next_cursor = None
-        if len(found) > limit:
-            last = page[-1]
-            next_cursor = encode_cursor(to_us(last.created_at), last.id)
-        return Page(items=tuple(page), next_cursor=next_cursor)
+        return found[: limit + 1]
 
-    async def set_ttl(
-        self, *, tenant_id: str, session_id: str, ttl_seconds: float | None
+    async def _p_set_ttl(
+        self,
+        tenant_id: str,
+        session_id: str,
+        ttl_seconds: float | None,
+        expires_at: datetime | None,
+        now: datetime,
     ) -> Session:
-        check_ttl(ttl_seconds)
-        self._ids(tenant_id, session_id)
-        now_us = to_us(self._config.clock())
+        now_us = to_us(now)
         ttl_us = ttl_to_us(ttl_seconds) if ttl_seconds is not None else None
         expires_us = now_us + ttl_us if ttl_us is not None else None
         reply = await self._run(
@@ -418,18 +380,17 @@ class RedisStore:
 
         await self._best_effort("index cleanup", drop)
 
-    async def delete_session(self, *, tenant_id: str, session_id: str) -> None:
-        self._ids(tenant_id, session_id)
+    async def _p_delete(self, tenant_id: str, session_id: str) -> bool:
         reply = await self._run(
             "DELETE", self._keys.session(tenant_id, session_id), [tenant_id, session_id]
         )
+        if str(reply[0]) == "nosession":
+            return False
         self._status(reply, session_id)
         await self._forget(tenant_id, session_id, str(reply[1]), int(reply[2]))
+        return True
 
-    async def delete_sessions(self, *, tenant_id: str, user_id: str | None = None) -> int:
-        check_id(tenant_id, "tenant_id")
-        if user_id is not None:
-            check_id(user_id, "user_id")
+    async def _p_delete_many(self, tenant_id: str, user_id: str | None) -> int:
         index = self._keys.tenant(tenant_id)
         members = cast(
             list[str], await self._io(lambda: self._client.zrange(index, 0, -1), retry=True)
@@ -452,8 +413,8 @@ class RedisStore:
                     await self._forget(tenant_id, sid, str(reply[1]), int(reply[2]))
         return deleted
 
-    async def purge_expired(self) -> int:
-        now_us = to_us(self._config.clock())
+    async def _p_purge(self, now: datetime, idem_horizon_us: int) -> int:
+        now_us = to_us(now)
         purged = 0
         due = cast(
             list[tuple[str, float]],
@@ -483,7 +444,7 @@ class RedisStore:
                 )
             else:  # live: the session was refreshed; move its entry to its real expiry
                 await self._run("INDEX_CAS", [self._keys.expiry], [entry, int(seen), reply[1]])
-        await self._purge_idempotency(now_us - self._idem_ttl_us)
+        await self._purge_idempotency(idem_horizon_us)
         return purged
 
     async def _purge_idempotency(self, horizon_us: int) -> None:
@@ -517,54 +478,38 @@ class RedisStore:
 
     # -- events -------------------------------------------------------------------------
 
-    async def append(
-        self,
-        *,
-        tenant_id: str,
-        session_id: str,
-        events: Sequence[NewEvent],
-        branch: str = DEFAULT_BRANCH,
-        expected_seq: int | None = None,
-        idempotency_key: str | None = None,
-    ) -> AppendResult:
-        check_id(branch, "branch")
-        check_seq(expected_seq, "expected_seq", allow_none=True)
-        if idempotency_key is not None:
-            check_id(idempotency_key, "idempotency_key", max_len=255)
-        encoded = encode_appends(events, self._config.limits)
-        self._ids(tenant_id, session_id)
-        now_us = to_us(self._config.clock())
-        key = idempotency_key or ""
+    async def _p_append(self, plan: AppendPlan) -> Appended:
+        # The APPEND script runs AppendPlan.admit's checks in the same order on the server.
+        tenant_id, session_id, branch, now_us = (
+            plan.tenant_id,
+            plan.session_id,
+            plan.branch,
+            plan.now_us,
+        )
+        key = plan.key or ""
         args: list[str | int] = [
             tenant_id,
             session_id,
             str(now_us),
             branch,
-            "" if expected_seq is None else str(expected_seq),
+            "" if plan.expected_seq is None else str(plan.expected_seq),
             key,
-            fingerprint(branch, encoded) if key else "",
-            str(now_us - self._idem_ttl_us),
+            plan.fingerprint,
+            str(plan.horizon_us),
             self._grace_ms,
             FIELD_SEP.join((tenant_id, session_id, branch, str(now_us))),
-            str(len(encoded)),
+            str(len(plan.rows)),
         ]
-        for item in encoded:
+        for item in plan.rows:
             tokens = item.event.token_count
             args += ["" if tokens is None else str(tokens), item.body]
         keys = self._keys.session(tenant_id, session_id)
         reply = await self._run("APPEND", keys, args)
         status = self._status(reply, session_id, branch)
         if status == "mismatch":
-            raise IdempotencyMismatch(
-                f"idempotency key {idempotency_key!r} was used with another payload"
-            )
+            raise plan.mismatch()
         if status == "conflict":
-            head = int(reply[1])
-            raise SeqConflict(
-                f"expected seq {expected_seq}, branch {branch!r} is at {head}",
-                expected=cast(int, expected_seq),
-                actual=head,
-            )
+            raise plan.conflict(int(reply[1]))
         if status == "replay":
             owner, first, last, nonce = str(reply[1]), int(reply[2]), int(reply[3]), reply[4]
             replayed = [
@@ -578,33 +523,16 @@ class RedisStore:
                 )
                 for seq, raw in zip(range(first, last + 1), reply[5], strict=True)
             ]
-            return AppendResult(
-                branch=owner,
-                first_seq=first,
-                last_seq=last,
-                events=tuple(replayed),
-                replayed=True,
-            )
-        first, last, nonce = int(reply[1]), int(reply[2]), str(reply[3])
+            record = IdemRecord(plan.fingerprint, owner, first, last, 0)
+            return Appended(first, record, tuple(replayed))
+        first, nonce = int(reply[1]), str(reply[3])
         if reply[4] == "1":  # the session's first idempotency record: tell purge_expired
             entry = f"{tenant_id}:{session_id}:{nonce}"
             await self._best_effort(
                 "idempotency index",
                 lambda: self._client.zadd(self._keys.idempotency, {entry: now_us}),
             )
-        created = from_us(now_us)
-        written = [
-            decode_event(
-                item.body,
-                seq=first + offset,
-                branch=branch,
-                created_at=created,
-                token_count=item.event.token_count,
-                idempotency_key=idempotency_key,
-            )
-            for offset, item in enumerate(encoded)
-        ]
-        return AppendResult(branch=branch, first_seq=first, last_seq=last, events=tuple(written))
+        return Appended(first)
 
     async def _snapshot(
         self, tenant_id: str, session_id: str
@@ -615,79 +543,68 @@ class RedisStore:
         session = self._live(meta, tenant_id, session_id)
         return session, meta["nonce"], branches_from(pairs(reply[1]), pairs(reply[2]))
 
-    async def read(
+    async def _p_read(
         self,
-        *,
         tenant_id: str,
         session_id: str,
-        branch: str = DEFAULT_BRANCH,
-        after_seq: int = 0,
-        before_seq: int | None = None,
-        limit: int = 100,
-        order: Order = "asc",
-    ) -> list[Event]:
-        check_read(branch, after_seq, before_seq, limit, order, self._config.limits)
-        self._ids(tenant_id, session_id)
+        branch: str,
+        ranges: tuple[SeqRange, ...],
+        now: datetime,
+    ) -> list[list[Event]]:
         _, nonce, branches = await self._snapshot(tenant_id, session_id)
         if branch not in branches:
             raise BranchNotFound(f"branch {branch!r} not found")
-        plan: list[tuple[str, int]] = []
-        for seg in clip_segments(lineage(branches, branch), after_seq, before_seq, order):
-            head = branches[seg.branch].head_seq
-            hi = head if seg.hi is None else min(seg.hi, head)
-            if hi < seg.lo:
-                continue
-            want = limit - len(plan)
-            if order == "desc":
-                seqs = range(hi, max(seg.lo, hi - want + 1) - 1, -1)
-            else:
-                seqs = range(seg.lo, min(hi, seg.lo + want - 1) + 1)
-            plan += [(seg.branch, seq) for seq in seqs]
-            if len(plan) >= limit:
-                break
-        if not plan:
-            return []
+        plans: list[list[tuple[str, int]]] = []
+        for rng in ranges:
+            plan: list[tuple[str, int]] = []
+            for seg in plan_range(branches, branch, rng):
+                lo, hi, want = seg.lo, seg.hi or 0, rng.limit - len(plan)
+                if rng.order == "desc":
+                    seqs = range(hi, max(lo, hi - want + 1) - 1, -1)
+                else:
+                    seqs = range(lo, min(hi, lo + want - 1) + 1)
+                plan += [(seg.branch, seq) for seq in seqs]
+                if len(plan) >= rng.limit:
+                    break
+            plans.append(plan)
+        wanted = [item for plan in plans for item in plan]
+        if not wanted:
+            return [[] for _ in ranges]
         events_key = self._keys.session(tenant_id, session_id)[3]
-        fields = [f"{owner}:{seq}" for owner, seq in plan]
-        raws = cast(
-            list[str | None],
-            await self._io(lambda: self._client.hmget(events_key, fields), retry=True),
+        fields = [f"{owner}:{seq}" for owner, seq in wanted]
+        raws = iter(
+            cast(
+                list[str | None],
+                await self._io(lambda: self._client.hmget(events_key, fields), retry=True),
+            )
         )
         return [
-            event_from(
-                raw,
-                tenant_id=tenant_id,
-                session_id=session_id,
-                nonce=nonce,
-                branch=owner,
-                seq=seq,
-            )
-            for (owner, seq), raw in zip(plan, raws, strict=True)
+            [
+                event_from(
+                    next(raws),
+                    tenant_id=tenant_id,
+                    session_id=session_id,
+                    nonce=nonce,
+                    branch=owner,
+                    seq=seq,
+                )
+                for owner, seq in plan
+            ]
+            for plan in plans
         ]
-
-    async def read_last(
-        self, *, tenant_id: str, session_id: str, branch: str = DEFAULT_BRANCH, n: int
-    ) -> list[Event]:
-        events = await self.read(
-            tenant_id=tenant_id, session_id=session_id, branch=branch, limit=n, order="desc"
-        )
-        events.reverse()
-        return events
 
     # -- branches -----------------------------------------------------------------------
 
-    async def fork(
+    async def _p_fork(
         self,
-        *,
         tenant_id: str,
         session_id: str,
         new_branch: str,
-        from_branch: str = DEFAULT_BRANCH,
-        at_seq: int | None = None,
+        from_branch: str,
+        at_seq: int | None,
+        now: datetime,
     ) -> Branch:
-        check_fork(new_branch, from_branch, at_seq)
-        self._ids(tenant_id, session_id)
-        now_us = to_us(self._config.clock())
+        now_us = to_us(now)
         reply = await self._run(
             "FORK",
             self._keys.session(tenant_id, session_id)[:3],
@@ -704,7 +621,7 @@ class RedisStore:
         if status == "exists":
             raise AlreadyExists(f"branch {new_branch!r} already exists")
         if status == "badfork":
-            check_fork_point(cast(int, at_seq), int(reply[1]))
+            fork_point(at_seq, int(reply[1]))
             raise ValidationError(f"cannot fork at seq {at_seq}")  # pragma: no cover
         at = int(reply[1])
         return Branch(
@@ -715,15 +632,13 @@ class RedisStore:
             fork_seq=at,
         )
 
-    async def list_branches(self, *, tenant_id: str, session_id: str) -> list[Branch]:
-        self._ids(tenant_id, session_id)
+    async def _p_branches(self, tenant_id: str, session_id: str, now: datetime) -> list[Branch]:
         _, _, branches = await self._snapshot(tenant_id, session_id)
         return list(branches.values())
 
     # -- state --------------------------------------------------------------------------
 
-    async def get_state(self, *, tenant_id: str, session_id: str) -> StateDoc:
-        self._ids(tenant_id, session_id)
+    async def _p_get_state(self, tenant_id: str, session_id: str, now: datetime) -> StateDoc:
         keys = self._keys.session(tenant_id, session_id)
         reply = await self._run("SNAPSHOT", [keys[0], keys[6]], [], retry=True)
         meta, state = pairs(reply[0]), pairs(reply[1])
@@ -740,18 +655,10 @@ class RedisStore:
             updated_at=from_us(int(state["updated_us"])),
         )
 
-    async def put_state(
-        self,
-        *,
-        tenant_id: str,
-        session_id: str,
-        data: Mapping[str, JSONValue],
-        expected_version: int,
+    async def _p_put_state(
+        self, tenant_id: str, session_id: str, body: str, expected: int, now: datetime
     ) -> StateDoc:
-        check_seq(expected_version, "expected_version")
-        body = encode_state(data, self._config.limits)
-        self._ids(tenant_id, session_id)
-        now_us = to_us(self._config.clock())
+        expected_version, now_us = expected, to_us(now)
         keys = self._keys.session(tenant_id, session_id)
         reply = await self._run(
             "PUT_STATE",
@@ -759,19 +666,14 @@ class RedisStore:
             [tenant_id, session_id, str(now_us), str(expected_version), body],
         )
         if self._status(reply, session_id) == "conflict":
-            actual = int(reply[1])
-            raise StateVersionConflict(
-                f"state is at version {actual}, not {expected_version}",
-                expected=expected_version,
-                actual=actual,
-            )
+            raise state_conflict(int(reply[1]), expected_version)
         return StateDoc(
             version=int(reply[1]),
             data=cast(dict[str, JSONValue], loads(body)),
             updated_at=from_us(now_us),
         )
 
-    async def close(self) -> None:
+    async def _p_close(self) -> None:
         await self._client.aclose()
 
 

@@ -49,12 +49,14 @@ from chatstate.model import (
     JSONValue,
     NewEvent,
     Page,
+    SeqRange,
     Session,
     StateDoc,
 )
 from chatstate.store import _redis_scripts as lua
 from chatstate.store._redis_conn import DRIVER_ERRORS, RedisClient, connect_client
 from chatstate.store.codec import decode_event, dumps, encode_appends, loads
+from chatstate.store.front import read_last_via
 from chatstate.store.protocol import Order, Store
 from chatstate.store.rules import (
     StoreConfig,
@@ -269,11 +271,20 @@ class TieredStore:
     async def read_last(
         self, *, tenant_id: str, session_id: str, branch: str = DEFAULT_BRANCH, n: int
     ) -> list[Event]:
-        events = await self.read(
-            tenant_id=tenant_id, session_id=session_id, branch=branch, limit=n, order="desc"
+        return await read_last_via(self, tenant_id, session_id, branch, n)
+
+    async def read_ranges(
+        self,
+        *,
+        tenant_id: str,
+        session_id: str,
+        branch: str = DEFAULT_BRANCH,
+        ranges: Sequence[SeqRange],
+    ) -> list[list[Event]]:
+        """Straight from the system of record: one snapshot there beats several cache hits."""
+        return await self._store.read_ranges(
+            tenant_id=tenant_id, session_id=session_id, branch=branch, ranges=ranges
         )
-        events.reverse()
-        return events
 
     async def _cached(
         self,
