@@ -705,3 +705,4 @@ async def test_hundred_thousand_events_read_by_pages(make_store: MakeStore) -> N
 
 # The front's own contract (canonical fingerprints, copies, read_ranges) lives next door.
 from chatstate.testing.conformance_front import *  # noqa: E402, F403
+from chatstate.testing.conformance_shared import *  # noqa: E402, F403

@@ -9,7 +9,7 @@ from typing import Any
 
 from chatstate.errors import ChatstateError, SessionNotFound
 from chatstate.model import Branch, Event, JSONValue, Session
-from chatstate.store._pg_pool import Attempt, Conn, Runner, transaction
+from chatstate.store.backends.postgres.pool import Attempt, Conn, Runner, transaction
 from chatstate.store.codec import decode_event, loads
 from chatstate.store.front import StoreFront, exact
 from chatstate.store.rules import StoreConfig, ensure_live, from_us
@@ -18,7 +18,7 @@ __all__ = ["PgBase", "branches_of", "event_of", "exact", "json_object", "live", 
 
 
 class PgBase(StoreFront):
-    """What every part of :class:`~chatstate.store.postgres.PostgresStore` shares."""
+    """What every part of :class:`~chatstate.store.backends.postgres.store.PostgresStore` shares."""
 
     def __init__(
         self, runner: Runner, config: StoreConfig, *, row_level_security: bool = False

@@ -1,5 +1,5 @@
 """The SQLite backend's machinery: connections, the worker thread, migrations and the read
-path. :mod:`chatstate.store.sqlite` builds the store on it."""
+path. :mod:`chatstate.store.backends.sqlite.store` builds the store on it."""
 
 from __future__ import annotations
 
@@ -26,7 +26,7 @@ from chatstate.model import (
     SeqRange,
     Session,
 )
-from chatstate.store._worker import Worker
+from chatstate.store.backends.sqlite.worker import Worker
 from chatstate.store.codec import (
     decode_event,
     loads,
@@ -55,7 +55,7 @@ __all__ = [
 ]
 
 
-log = logging.getLogger(__name__)
+log = logging.getLogger("chatstate.store.sqlite")
 
 Synchronous = Literal["normal", "full"]
 P = ParamSpec("P")
@@ -80,7 +80,7 @@ def event_id(bid: int, seq: int) -> int:
 
 
 class SQLiteCore(StoreFront):
-    """Connection handling and reads shared by :class:`~chatstate.store.sqlite.SQLiteStore`."""
+    """Connection handling and reads under :class:`.store.SQLiteStore`."""
 
     def __init__(
         self,

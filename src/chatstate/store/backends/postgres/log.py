@@ -16,9 +16,16 @@ import psycopg
 
 from chatstate.errors import AlreadyExists, BranchNotFound
 from chatstate.model import Branch, Event, SeqRange, StateDoc
-from chatstate.store import _pg_sql as q
-from chatstate.store._pg_pool import Attempt, Conn
-from chatstate.store._pg_rows import PgBase, branches_of, event_of, json_object, live, one
+from chatstate.store.backends.postgres import sql as q
+from chatstate.store.backends.postgres.pool import Attempt, Conn
+from chatstate.store.backends.postgres.rows import (
+    PgBase,
+    branches_of,
+    event_of,
+    json_object,
+    live,
+    one,
+)
 from chatstate.store.front import Appended, AppendPlan, IdemRecord, fork_point, state_conflict
 from chatstate.store.lineage import plan_range
 from chatstate.store.rules import from_us, to_us
