@@ -319,7 +319,8 @@ async def _open_url(url: str, config: StoreConfig) -> AsyncIterator[Store]:
     prefix = f"cst{uuid.uuid4().hex[:12]}"
     store = await open_redis_url(_with_prefix(url, prefix), config)
     try:
-        yield share(store, lambda: _open_peer(_with_prefix(url, prefix), config))
+        shared_url = _with_prefix(url, prefix)
+        yield share(store, lambda: _open_peer(shared_url, config), url=shared_url)
     finally:
         try:
             await drop_prefix(store.client, prefix)
