@@ -1,7 +1,8 @@
 """The one storage protocol every backend implements.
 
 Semantics shared by every backend (the conformance suite in ``chatstate.testing`` checks
-each of them on every backend):
+each of them on every backend). :class:`chatstate.store.front.StoreFront` implements this
+protocol once over each backend's primitives:
 
 * **Scoping.** Everything is addressed by ``(tenant_id, session_id)``. The same session id
   under two tenants names two unrelated sessions. Ids are validated by
@@ -19,7 +20,11 @@ each of them on every backend):
   ``SeqConflict`` and writes nothing). A successful append refreshes the session's
   ``updated_at`` and, when it has a TTL, its ``expires_at``.
 * **Idempotency keys** are scoped to the session and kept for ``StoreConfig.idempotency_ttl``
-  seconds; after that the same key runs again.
+  seconds; after that the same key runs again. "The same payload" is the same branch and
+  the same event bodies, object keys in any order (``token_count`` is not compared); see
+  :func:`chatstate.store.codec.fingerprint`.
+* **Copies.** Every returned value is built from what was stored: mutating a returned
+  ``Session``, ``StateDoc`` or ``Event`` changes nothing stored.
 * **Expiry.** A session whose ``expires_at`` has passed answers ``SessionExpired`` on every
   call, is left out of listings, and is removed by ``purge_expired``.
 * **State document.** One per session; ``put_state(expected_version=v)`` succeeds only when
