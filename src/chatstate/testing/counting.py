@@ -6,10 +6,6 @@ engine's compactions ``compact-...``, the gateway's after-turn work ``after-turn
 so a turn's calls split into its request path and the work it leaves behind. Give it to
 code that wants a :class:`~chatstate.store.protocol.Store` with ``counting.store``.
 
-``ranges_shim=True`` gives a store without the ``read_ranges`` primitive (see
-:mod:`chatstate.context.ranges`) a stand-in, counted as one call as the primitive will
-be, made of the inner store's reads (not counted): it shows what a turn costs once the
-store front has the primitive. Without it the engine falls back to one read per range.
 """
 
 from __future__ import annotations
@@ -21,8 +17,6 @@ from collections import Counter
 from collections.abc import Awaitable, Callable
 from typing import cast
 
-from chatstate.context.ranges import read_ranges
-from chatstate.model import Event
 from chatstate.store.protocol import Store
 
 __all__ = ["BACKGROUND_TASKS", "CountingStore"]
@@ -32,9 +26,8 @@ BACKGROUND_TASKS = ("compact-", "after-turn-")
 
 
 class CountingStore:
-    def __init__(self, inner: Store, *, ranges_shim: bool = False) -> None:
+    def __init__(self, inner: Store) -> None:
         self.inner = inner
-        self.ranges_shim = ranges_shim and not hasattr(inner, "read_ranges")
         self.calls: list[tuple[str, str]] = []
         """(method, task name), in the order made."""
 
@@ -44,8 +37,6 @@ class CountingStore:
         return cast(Store, self)
 
     def __getattr__(self, name: str) -> object:
-        if name == "read_ranges" and self.ranges_shim:
-            return self._read_ranges
         attr = getattr(self.inner, name)
         if name.startswith("_") or not inspect.iscoroutinefunction(attr):
             return attr
@@ -58,13 +49,6 @@ class CountingStore:
             return await call(*args, **kwargs)
 
         return counted
-
-    async def _read_ranges(
-        self, *, tenant_id: str, session_id: str, branch: str, ranges: list[tuple[int, int]]
-    ) -> list[list[Event]]:
-        task = asyncio.current_task()
-        self.calls.append(("read_ranges", task.get_name() if task is not None else ""))
-        return await read_ranges(self.inner, (tenant_id, session_id, branch), ranges)
 
     def reset(self) -> None:
         self.calls.clear()
