@@ -5,9 +5,11 @@ from __future__ import annotations
 import argparse
 import importlib.util
 import io
+import json
 
 import pytest
 
+from chatstate.bench import _peer_drivers as drivers
 from chatstate.bench import peers
 from chatstate.cli.main import main
 
@@ -50,3 +52,32 @@ def test_cli_bench_delegates(capsys: pytest.CaptureFixture[str]) -> None:
     assert main(["bench", "--sizes", "2", "--words", "20", "--systems", "floor,chatstate"]) == 0
     assert "floor" in capsys.readouterr().out
     assert main(["bench", "--systems", "nope"]) == 2
+
+
+def test_rows_come_as_sizes_finish_and_json_is_json(monkeypatch: pytest.MonkeyPatch) -> None:
+    """Each row is written when its system reaches the size, before the next system runs;
+    ``--json`` writes one object a line, the ratios last."""
+    seen: list[str] = []
+    turn = drivers.Chatstate.turn
+
+    def counted(self: drivers.Chatstate, i: int, user: str, reply: str) -> None:
+        seen.append("chatstate turn")
+        turn(self, i, user, reply)
+
+    class Out(io.StringIO):
+        def write(self, text: str) -> int:
+            seen.append("write")
+            return super().write(text)
+
+    monkeypatch.setattr(drivers.Chatstate, "turn", counted)
+    parser = argparse.ArgumentParser()
+    peers.add_arguments(parser)
+    args = parser.parse_args(["--sizes", "2,3", "--words", "20", "--systems", "floor,chatstate"])
+    out = Out()
+    assert peers.run(args, out, as_json=True) == 0
+    assert "write" in seen[: seen.index("chatstate turn")]  # floor's rows came first
+    lines = [json.loads(line) for line in out.getvalue().splitlines()]
+    rows = [(r["system"], r["turns"]) for r in lines if "turns" in r and "other" not in r]
+    assert rows == [("floor", 2), ("floor", 3), ("chatstate", 2), ("chatstate", 3)]
+    assert all(r["disk_over_raw"] > 0 for r in lines[:4])
+    assert "ratios" in lines[-1] and lines[-1]["ratios"][0]["other"] == "floor"

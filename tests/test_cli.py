@@ -19,7 +19,7 @@ import pytest
 from chatstate.cli import main
 from chatstate.cli._transcript import chunk
 from chatstate.model import NewEvent
-from chatstate.store import _sqlite_core as sqlite_backend
+from chatstate.store.backends.sqlite import core as sqlite_backend
 from chatstate.store.migrations import Migration
 from chatstate.store.rules import StoreLimits
 from chatstate.store.sqlite import SQLiteStore

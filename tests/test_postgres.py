@@ -23,7 +23,7 @@ from chatstate.testing.backends import REGISTRY, in_ci
 psycopg = pytest.importorskip("psycopg")
 from psycopg import sql  # noqa: E402 - after the importorskip above
 
-from chatstate.store import _pg_schema  # noqa: E402
+from chatstate.store.backends.postgres import schema as _pg_schema  # noqa: E402
 from chatstate.store.postgres import PostgresStore, migrate  # noqa: E402
 from chatstate.store.url import open_store  # noqa: E402
 from chatstate.testing.backends_postgres import (  # noqa: E402

@@ -11,6 +11,7 @@ import logging
 import random
 import statistics
 import time
+import uuid
 from collections.abc import AsyncIterator
 from pathlib import Path
 from typing import Any
@@ -474,7 +475,7 @@ async def test_cancelled_requests_never_leak_another_tenants_data() -> None:
     upstream = urlsplit(redis_url())
     proxy = DelayProxy(upstream.port or 6379, seed=2023)
     await proxy.start()
-    prefix = "cstcancel"
+    prefix = f"cstcancel{uuid.uuid4().hex[:8]}"  # parallel runs share the server
     store = await open_redis_url(
         f"redis://127.0.0.1:{proxy.port}/{(upstream.path or '/0').lstrip('/') or 0}"
         f"?prefix={prefix}",

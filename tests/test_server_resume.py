@@ -4,6 +4,7 @@ request, kill the server mid-stream and resume on a second process, expiry and e
 from __future__ import annotations
 
 import asyncio
+import json
 import random
 from collections.abc import AsyncIterator
 from dataclasses import dataclass
@@ -56,6 +57,16 @@ async def read(
     finally:
         await response.aclose()
     return response, got
+
+
+def streamed_text(received: list[SSE]) -> str:
+    """The answer text of the chunk events received."""
+    text = ""
+    for event in received:
+        if event.event == "message":
+            for choice in json.loads(event.data).get("choices", []):
+                text += choice.get("delta", {}).get("content") or ""
+    return text
 
 
 def body(session: str, text: str = "go") -> dict[str, object]:
@@ -166,6 +177,10 @@ async def test_kill_the_server_mid_stream_and_resume_on_another_process(tmp_path
                 partial = log[-1]
                 assert partial["data"]["chatstate"]["status"] == "incomplete"
                 assert TEXT.startswith(partial["content"]) and partial["content"] != TEXT
+                # Clients only ever get flushed chunks: what this one received before and
+                # after the kill is exactly the stored partial answer (the unflushed tail
+                # that died with the process was never sent to anyone).
+                assert streamed_text(received) == partial["content"]
                 fake.set_reply("next answer")
                 nxt = await c.post(
                     "/v1/chat/completions",

@@ -58,7 +58,7 @@ async def tiers(
     """``count`` TieredStores (each with its own Redis client, as separate processes would
     have) over one system of record and one cache."""
     require("tiered")
-    from chatstate.store._redis_conn import connect_client
+    from chatstate.store.redis import connect_client
     from chatstate.store.tiered import TieredStore
     from chatstate.testing.backends_redis import _sor_spec
 
@@ -230,7 +230,7 @@ async def test_redis_outage_mid_run(tmp_path: Path, caplog: pytest.LogCaptureFix
     server = LocalRedis(tmp_path / "cache")
     server.start()
     try:
-        from chatstate.store._redis_conn import connect_client
+        from chatstate.store.redis import connect_client
         from chatstate.store.tiered import _cache_persists
 
         client, _ = connect_client(server.url)

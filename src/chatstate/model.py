@@ -23,8 +23,10 @@ __all__ = [
     "EventKind",
     "JSONValue",
     "NewEvent",
+    "Order",
     "Page",
     "Role",
+    "SeqRange",
     "Session",
     "StateDoc",
     "ToolCall",
@@ -38,6 +40,7 @@ ContentPart: TypeAlias = dict[str, JSONValue]
 
 EventKind = Literal["message", "tool_call", "tool_result", "state", "summary", "marker"]
 Role = Literal["system", "developer", "user", "assistant", "tool"]
+Order = Literal["asc", "desc"]
 
 EVENT_KINDS: tuple[EventKind, ...] = (
     "message",
@@ -204,3 +207,17 @@ class Capabilities:
     """Several processes can use the same store at once."""
     native_ttl: bool = False
     """Expired data disappears without calling ``purge_expired``."""
+
+
+@dataclass(frozen=True, slots=True)
+class SeqRange:
+    """One range of a branch's view for ``Store.read_ranges``: the arguments of ``read``.
+
+    Events with ``after_seq < seq < before_seq``; ``order="desc"`` takes the newest
+    ``limit`` of them first. ``SeqRange(limit=n, order="desc")`` is the last ``n`` events.
+    """
+
+    after_seq: int = 0
+    before_seq: int | None = None
+    limit: int = 100
+    order: Order = "asc"

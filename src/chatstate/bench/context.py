@@ -19,9 +19,12 @@ import statistics
 import sys
 import tempfile
 import time
+from collections.abc import Callable
 from pathlib import Path
 
+from chatstate.context.bm25 import BM25Retriever
 from chatstate.context.engine import ContextEngine
+from chatstate.context.retrieval import Retriever
 from chatstate.context.tokens import counter_for
 from chatstate.model import NewEvent
 from chatstate.store.sqlite import SQLiteStore
@@ -90,12 +93,23 @@ async def _session(engine: ContextEngine, store: SQLiteStore, size: int, seed: i
     return session
 
 
-async def _run(sizes: list[int], builds: int, budget: int) -> None:
+def _factory(name: str) -> Callable[[], Retriever]:
+    if name == "bm25":
+        return BM25Retriever
+    from chatstate.context import embeddings  # noqa: PLC0415 - optional extra
+
+    encode = embeddings.load_minilm()
+    return lambda: embeddings.FusedRetriever(
+        [BM25Retriever(), embeddings.EmbeddingRetriever(encode=encode)]
+    )
+
+
+async def _run(sizes: list[int], builds: int, budget: int, retriever: str = "bm25") -> None:
     count = counter_for("gpt-4o").count
     with tempfile.TemporaryDirectory(prefix="chatstate-bench-") as tmp:
         store = await SQLiteStore.open(Path(tmp) / "context.db")
         # Compaction is a background cost: keep it out of the timed builds.
-        engine = ContextEngine(store, auto_compact=False)
+        engine = ContextEngine(store, auto_compact=False, retriever_factory=_factory(retriever))
         print(
             f"\n{'events':>8} {'cold ms':>8} {'build p50 ms':>13} {'p99 ms':>8} "
             f"{'tokens sent':>12} {'full history':>13} {'ratio':>7}"
@@ -148,6 +162,13 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--sizes", default="100,1000,10000")
     parser.add_argument("--builds", type=int, default=200, help="timed builds per size")
     parser.add_argument("--budget", type=int, default=2000, help="token budget per build")
+    parser.add_argument(
+        "--retriever",
+        choices=("bm25", "fused"),
+        default="bm25",
+        help="bm25 (default) or fused with MiniLM (the [embeddings] extra)",
+    )
     args = parser.parse_args(argv)
-    asyncio.run(_run(sorted(int(s) for s in args.sizes.split(",")), args.builds, args.budget))
+    sizes = sorted(int(s) for s in args.sizes.split(","))
+    asyncio.run(_run(sizes, args.builds, args.budget, args.retriever))
     return 0

@@ -10,6 +10,10 @@ history (``--history``), and runs the list-append checker of
 :mod:`chatstate.testing.history` over it: no acknowledged append lost, doubled or
 misplaced, no read that is not a prefix of the final log, no stale read. Loopback only
 by design: point it at your own server.
+
+``--gateway`` instead runs streamed gateway turns against an in-process server with a
+fake streaming upstream and counts store calls per turn: see
+:mod:`chatstate.bench.gateway_load`.
 """
 
 from __future__ import annotations
@@ -233,6 +237,30 @@ async def _read_all(client: httpx.AsyncClient, session: str) -> tuple[str, ...]:
         after = page[-1]["seq"]
 
 
+def _gateway(args: argparse.Namespace) -> int:
+    from chatstate.bench.gateway_load import run_gateway_load  # noqa: PLC0415
+
+    print(
+        f"gateway load: {args.sessions} sessions, {args.chunks} chunks an answer "
+        f"{args.chunk_delay * 1e3:g} ms apart, {args.duration:g} s",
+        file=sys.stderr,
+    )
+    report = asyncio.run(
+        run_gateway_load(
+            sessions=args.sessions,
+            duration=args.duration,
+            chunks=args.chunks,
+            chunk_delay=args.chunk_delay,
+            database=args.database,
+        )
+    )
+    for line in report.lines():
+        print(line)
+    for anomaly in report.anomalies[:10]:
+        print(f"  {anomaly.kind} in {anomaly.session}: {anomaly.detail}")
+    return 1 if report.anomalies else 0
+
+
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(
         prog="python -m chatstate.bench load",
@@ -245,7 +273,14 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--rate", type=float, default=100.0, help="requests per second")
     parser.add_argument("--duration", type=float, default=30.0, help="seconds of arrivals")
     parser.add_argument("--history", metavar="FILE", help="write every operation here (JSONL)")
+    gateway = parser.add_argument_group("gateway mode (an in-process server and upstream)")
+    gateway.add_argument("--gateway", action="store_true", help="streamed gateway turns")
+    gateway.add_argument("--chunks", type=int, default=200, help="chunks an answer")
+    gateway.add_argument("--chunk-delay", type=float, default=0.002, help="seconds a chunk")
+    gateway.add_argument("--database", help="store URL (default: a fresh SQLite file)")
     args = parser.parse_args(argv)
+    if args.gateway:
+        return _gateway(args)
     print(
         f"load: {args.rate:g} req/s over {args.sessions} sessions for {args.duration:g} s "
         f"against {args.url}",

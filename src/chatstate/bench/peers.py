@@ -22,11 +22,13 @@ stored conversation and the new user message, then store the user message and th
   the latest checkpoint, run the node on the full message list, write the checkpoints.
   The graph's own overhead is included, as it is in such an app.
 
-Reported at 10, 100, 1,000 and 5,000 turns: median and p99 of the newest ``max(10,
-N/10)`` turns' times (so the figure at N is the cost of a turn when the conversation is
-N turns long), bytes on disk after a WAL checkpoint (PostgreSQL: the saver's tables'
-total relation size), and the tokens handed to the model for the next turn (full history
-for the peers; the built context for chatstate; 20 messages for the floor). Token
+Reported at 10, 100, 1,000, 5,000 and 10,000 turns (LangGraph at most ``--langgraph-max``,
+1,000), each row as soon as a system reaches its size (``--json``: one JSON object a
+line, then the ratios): median and p99 of the newest ``max(10, N/10)`` turns' times (so
+the figure at N is the cost of a turn when the conversation is N turns long), bytes on
+disk after a WAL checkpoint (PostgreSQL: the saver's tables' total relation size), and
+the tokens handed to the model for the next turn (full history for the peers; the built
+context for chatstate; 20 messages for the floor). Token
 counting of the peers' output is left out of their times. A system stops when its total
 time passes ``--time-cap`` (checked every turn) or its files pass ``--disk-cap``
 (checked every 50 turns), and says so.
@@ -36,6 +38,7 @@ from __future__ import annotations
 
 import argparse
 import itertools
+import json
 import random
 import statistics
 import sys
@@ -52,7 +55,7 @@ from chatstate.context.tokens import MESSAGE_OVERHEAD, counter_for
 
 __all__ = ["Result", "add_arguments", "conversation", "main", "run"]
 
-SIZES = (10, 100, 1000, 5000)
+SIZES = (10, 100, 1000, 5000, 10000)
 SYSTEMS = (
     "floor",
     "chatstate",
@@ -113,6 +116,7 @@ def _drive(
     pairs: list[tuple[str, str]],
     sizes: tuple[int, ...],
     caps: tuple[float, int],
+    row: Callable[[Result, int], None] = lambda _r, _n: None,
 ) -> Result:
     result = Result(system)
     spent = 0.0
@@ -135,6 +139,7 @@ def _drive(
                 disk = driver.disk_bytes()
                 result.at[n] = {"p50_ms": p50, "p99_ms": p99, "disk_bytes": disk}
                 result.at[n]["tokens"] = driver.tokens_next(n)
+                row(result, n)
                 print(
                     f"  {system}: {n:,} turns, p50 {p50:.2f} ms, {disk / 1e6:.1f} MB, "
                     f"{spent:.0f} s so far",
@@ -143,11 +148,14 @@ def _drive(
                 )
     finally:
         driver.close()
+    if result.stopped:
+        row(result, 0)
     return result
 
 
-def run(args: argparse.Namespace, out: TextIO = sys.stdout) -> int:
-    """Run the bench with parsed ``args`` (see :func:`add_arguments`); print the tables."""
+def run(args: argparse.Namespace, out: TextIO = sys.stdout, *, as_json: bool = False) -> int:
+    """Run the bench with parsed ``args`` (see :func:`add_arguments`); print each size's
+    row as it finishes, then the ratios (``as_json``: JSON Lines)."""
     sizes = tuple(sorted(int(s) for s in args.sizes.split(",")))
     chosen = [s.strip() for s in args.systems.split(",") if s.strip()]
     unknown = set(chosen) - set(SYSTEMS)
@@ -165,6 +173,16 @@ def run(args: argparse.Namespace, out: TextIO = sys.stdout) -> int:
         file=sys.stderr,
     )
     results: list[Result] = []
+
+    def row(result: Result, n: int) -> None:
+        if as_json:
+            out.write(json.dumps(_row_json(result, n, pairs)) + "\n")
+        else:
+            out.write(_row_text(result, n, pairs))
+        out.flush()
+
+    if not as_json:
+        out.write(_HEADER)
     with tempfile.TemporaryDirectory(prefix="chatstate-peers-", dir=args.tmp) as tmp:
         for system in chosen:
             factory: Callable[[], drivers.Driver] = drivers.FACTORIES[system](
@@ -173,12 +191,23 @@ def run(args: argparse.Namespace, out: TextIO = sys.stdout) -> int:
             try:
                 driver = factory()
             except drivers.Unavailable as exc:
-                print(f"{system}: skipped ({exc})", file=out)
+                skipped = {"system": system, "skipped": str(exc)}
+                out.write(json.dumps(skipped) + "\n" if as_json else f"{system}: skipped ({exc})\n")
                 continue
-            results.append(
-                _drive(system, driver, pairs, sizes, (args.time_cap, int(args.disk_cap * 1e9)))
-            )
-    _table(results, pairs, sizes, out)
+            caps = (args.time_cap, int(args.disk_cap * 1e9))
+            most = args.langgraph_max if system.startswith("langgraph") else len(pairs)
+            reach = tuple(n for n in sizes if n <= most)
+            result = _drive(system, driver, pairs[:most], reach, caps, row)
+            if most < len(pairs) and not result.stopped:
+                result.stopped = f"capped at {most:,} turns (--langgraph-max)"
+                row(result, 0)
+            results.append(result)
+    if as_json:
+        out.write(json.dumps({"ratios": _ratios_json(results, sizes)}) + "\n")
+    else:
+        for mine in (r for r in results if r.system.startswith("chatstate")):
+            others = [r for r in results if not r.system.startswith("chatstate")]
+            _ratios(mine, others, sizes, out)
     return 0
 
 
@@ -186,27 +215,53 @@ def _raw_bytes(pairs: list[tuple[str, str]], n: int) -> int:
     return sum(len(u.encode()) + len(a.encode()) for u, a in pairs[:n])
 
 
-def _table(
-    results: list[Result], pairs: list[tuple[str, str]], sizes: tuple[int, ...], out: TextIO
-) -> None:
-    out.write(
-        f"\n{'system':<20}{'turns':>7}{'p50 ms':>10}{'p99 ms':>10}{'disk MB':>10}"
-        f"{'disk/raw':>10}{'tokens':>10}\n"
+_HEADER = (
+    f"\n{'system':<20}{'turns':>7}{'p50 ms':>10}{'p99 ms':>10}{'disk MB':>10}"
+    f"{'disk/raw':>10}{'tokens':>10}\n"
+)
+
+
+def _row_text(r: Result, n: int, pairs: list[tuple[str, str]]) -> str:
+    if n == 0:
+        return f"{r.system:<20}{r.stopped}\n"
+    a = r.at[n]
+    return (
+        f"{r.system:<20}{n:>7,}{a['p50_ms']:>10.3f}{a['p99_ms']:>10.3f}"
+        f"{a['disk_bytes'] / 1e6:>10.2f}{a['disk_bytes'] / _raw_bytes(pairs, n):>9.2f}x"
+        f"{a['tokens']:>10,.0f}\n"
     )
-    for r in results:
-        for n in sizes:
-            if n not in r.at:
-                continue
-            a = r.at[n]
-            out.write(
-                f"{r.system:<20}{n:>7,}{a['p50_ms']:>10.3f}{a['p99_ms']:>10.3f}"
-                f"{a['disk_bytes'] / 1e6:>10.2f}{a['disk_bytes'] / _raw_bytes(pairs, n):>9.2f}x"
-                f"{a['tokens']:>10,.0f}\n"
-            )
-        if r.stopped:
-            out.write(f"{r.system:<20}{r.stopped}\n")
+
+
+def _row_json(r: Result, n: int, pairs: list[tuple[str, str]]) -> dict[str, object]:
+    if n == 0:
+        return {"system": r.system, "stopped": r.stopped}
+    a = r.at[n]
+    return {
+        "system": r.system,
+        "turns": n,
+        **{k: round(v, 4) for k, v in a.items()},
+        "raw_bytes": _raw_bytes(pairs, n),
+        "disk_over_raw": round(a["disk_bytes"] / _raw_bytes(pairs, n), 3),
+    }
+
+
+def _ratios_json(results: list[Result], sizes: tuple[int, ...]) -> list[dict[str, object]]:
+    out: list[dict[str, object]] = []
     for mine in (r for r in results if r.system.startswith("chatstate")):
-        _ratios(mine, [r for r in results if not r.system.startswith("chatstate")], sizes, out)
+        for r in (r for r in results if not r.system.startswith("chatstate")):
+            for n in (n for n in sizes if n in r.at and n in mine.at):
+                a, b = r.at[n], mine.at[n]
+                out.append(
+                    {
+                        "system": mine.system,
+                        "other": r.system,
+                        "turns": n,
+                        "time_x": round(a["p50_ms"] / b["p50_ms"], 3),
+                        "disk_x": round(a["disk_bytes"] / b["disk_bytes"], 3),
+                        "tokens_x": round(a["tokens"] / b["tokens"], 3),
+                    }
+                )
+    return out
 
 
 def _ratios(mine: Result, others: list[Result], sizes: tuple[int, ...], out: TextIO) -> None:
@@ -250,6 +305,12 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
         help="server for langgraph-postgres (skipped when it does not answer)",
     )
     parser.add_argument("--tmp", help="folder for the databases (default: the system's temp)")
+    parser.add_argument(
+        "--langgraph-max",
+        type=int,
+        default=1000,
+        help="turns at most for the LangGraph systems (their checkpoints grow quadratically)",
+    )
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -259,4 +320,6 @@ def main(argv: list[str] | None = None) -> int:
         formatter_class=argparse.RawDescriptionHelpFormatter,
     )
     add_arguments(parser)
-    return run(parser.parse_args(argv))
+    parser.add_argument("--json", action="store_true", help="JSON Lines output")
+    args = parser.parse_args(argv)
+    return run(args, as_json=args.json)

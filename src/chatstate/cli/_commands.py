@@ -28,6 +28,8 @@ from chatstate.store.url import open_store, redact
 
 __all__ = ["Context", "demo", "import_file", "opened", "print_json"]
 
+_PROGRESS_EVERY = 10_000
+"""A long import reports on stderr every this many events."""
 EXAMPLE = "support_chat.json"
 """The example transcript that ships in ``chatstate/examples/``."""
 
@@ -97,7 +99,8 @@ async def _import(
     session = await store.create_session(
         tenant_id=ctx.tenant, session_id=session_id, user_id=user_id, metadata=metadata
     )
-    head = 0
+    head = shown = 0
+    total = sum(len(c) for c in prepared.chunks)
     try:
         for number, events in enumerate(prepared.chunks):
             result = await store.append(
@@ -108,6 +111,10 @@ async def _import(
                 idempotency_key=f"{prepared.key}-{number}",
             )
             head = result.last_seq
+            if total >= _PROGRESS_EVERY and head // _PROGRESS_EVERY > shown // _PROGRESS_EVERY:
+                shown = head
+                ctx.err.write(f"import: {head:,} of {total:,} events\n")
+                ctx.err.flush()
     except ChatstateError:
         with suppress(ChatstateError):
             await store.delete_session(tenant_id=ctx.tenant, session_id=session.id)

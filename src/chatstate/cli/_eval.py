@@ -22,9 +22,10 @@ from chatstate.bench import peers
 from chatstate.cli._commands import Context, print_json
 from chatstate.cli._errors import CliError, UsageError
 from chatstate.context.assemble import ContextPolicy
+from chatstate.context.assemble import parse_policy as policy_from_text
 from chatstate.errors import ValidationError
 from chatstate.eval import report
-from chatstate.eval.context import EvalOptions, RetrieverName, evaluate
+from chatstate.eval.context import EvalOptions, RetrieverName, evaluate, resolve_retriever
 from chatstate.eval.datasets import DATASETS, Conversation, DatasetMissing, default_datasets_dir
 from chatstate.model import JSONValue
 
@@ -58,15 +59,17 @@ def add_eval_context(
     p.add_argument("--model", default="gpt-4o", help="tokenizer and model name (default gpt-4o)")
     p.add_argument(
         "--retriever",
-        choices=("bm25", "minilm", "fused"),
-        default="bm25",
-        help="older-turn retriever (minilm and fused need the [embeddings] extra)",
+        choices=("auto", "bm25", "minilm", "fused"),
+        default="auto",
+        help="older-turn retriever: auto (the engine's default: fused when the [embeddings] "
+        "extra is installed, else bm25); minilm and fused need the extra",
     )
     p.add_argument(
         "--policy",
         default="",
-        metavar="K=V,...",
-        help="ContextPolicy fields, e.g. retrieved_share=0.5,retrieve_k=20,state_share=0",
+        metavar="PRESET,K=V,...",
+        help="a preset (balanced, recall, cost) and/or ContextPolicy fields, "
+        "e.g. recall or retrieved_share=0.5,retrieve_k=20,state_share=0",
     )
     p.add_argument("--summary-tokens", type=int, default=600, help="engine summary size (600)")
     p.add_argument("--price-per-mtok", type=float, default=2.50, help="$ per 1M input tokens")
@@ -80,20 +83,9 @@ def add_bench(sub: argparse._SubParsersAction[argparse.ArgumentParser], command:
 
 
 def parse_policy(text: str) -> ContextPolicy:
-    """``ContextPolicy`` from ``"field=value,..."`` (unknown fields are a usage error)."""
-    fields = {f.name: f.type for f in dataclasses.fields(ContextPolicy)}
-    values: dict[str, float | int] = {}
-    for item in filter(None, (s.strip() for s in text.split(","))):
-        key, _, raw = item.partition("=")
-        key = key.strip()
-        if key not in fields or not raw:
-            raise UsageError(f"--policy: expected FIELD=VALUE with FIELD in {', '.join(fields)}")
-        try:
-            values[key] = int(raw) if key == "retrieve_k" else float(raw)
-        except ValueError as exc:
-            raise UsageError(f"--policy: {key} needs a number, got {raw!r}") from exc
+    """``ContextPolicy`` from ``"preset,field=value,..."`` (a bad one is a usage error)."""
     try:
-        return ContextPolicy(**values)  # type: ignore[arg-type]
+        return policy_from_text(text)
     except ValidationError as exc:
         raise UsageError(f"--policy: {exc.message}") from exc
 
@@ -163,7 +155,7 @@ async def eval_context(ctx: Context, args: argparse.Namespace) -> int:
         "model": opts.model,
         "policy": cast(dict[str, JSONValue], dataclasses.asdict(opts.policy)),
         "summary_tokens": opts.summary_tokens,
-        "retriever": opts.retriever,
+        "retriever": resolve_retriever(opts.retriever),
         "categories": cast(list[JSONValue], sorted(opts.categories or ())),
         "limit": opts.limit,
         "price_per_mtok": opts.price_per_mtok,
@@ -186,4 +178,4 @@ async def eval_context(ctx: Context, args: argparse.Namespace) -> int:
 
 async def bench(ctx: Context, args: argparse.Namespace) -> int:
     # The peers' drivers are blocking and the bench runs its own event loop: a thread.
-    return await asyncio.to_thread(peers.run, args, ctx.out)
+    return await asyncio.to_thread(peers.run, args, ctx.out, as_json=ctx.as_json)

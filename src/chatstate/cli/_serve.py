@@ -74,6 +74,8 @@ def _config(ctx: Context, args: argparse.Namespace) -> ServerConfig:
 
 
 async def serve(ctx: Context, args: argparse.Namespace) -> int:
+    if ctx.as_json:
+        raise UsageError("serve prints no result to format: --json applies to other commands")
     config = _config(ctx, args)
     import uvicorn  # noqa: PLC0415 - optional extra
 

@@ -34,6 +34,7 @@ __all__ = ["add_parsers", "eval_detectors", "health", "state"]
 Register = Callable[..., argparse.ArgumentParser]
 CASES_ENV = "CHATSTATE_DETECTOR_CASES"
 _PAGE = 1000
+_PROGRESS_EVERY = 10_000
 
 
 def add_parsers(
@@ -51,6 +52,13 @@ def add_parsers(
     hl.add_argument("id", help="session id")
     hl.add_argument("--branch", default="main", help="branch (default main)")
     hl.add_argument("--budget", type=int, help="context budget, for context pressure from the log")
+    hl.add_argument(
+        "--limit",
+        type=int,
+        default=50,
+        metavar="N",
+        help="list at most the newest N flags (and, with --json, turns); default 50, 0 for all",
+    )
     ev = command(eval_sub, "detectors", eval_detectors, "precision and recall of the detectors")
     ev.add_argument(
         "--cases", type=Path, help=f"cases file (default: ${CASES_ENV}, else the repo's)"
@@ -59,7 +67,10 @@ def add_parsers(
     ev.add_argument("--errors", action="store_true", help="list every false positive and negative")
 
 
-async def _events(store: Store, tenant: str, session_id: str, branch: str) -> list[Event]:
+async def _events(
+    store: Store, tenant: str, session_id: str, branch: str, ctx: Context | None = None
+) -> list[Event]:
+    """Every event of the branch; with ``ctx``, progress on stderr for a long log."""
     out: list[Event] = []
     after = 0
     while page := await store.read(
@@ -67,15 +78,34 @@ async def _events(store: Store, tenant: str, session_id: str, branch: str) -> li
     ):
         out += page
         after = page[-1].seq
+        if ctx is not None and len(out) % _PROGRESS_EVERY == 0:
+            ctx.err.write(f"read {len(out):,} events\n")
+            ctx.err.flush()
         if len(page) < _PAGE:
             break
     return out
 
 
+def _sync_progress(ctx: Context, head: int) -> Callable[[int], None]:
+    """Progress of ``state --sync`` on stderr: a line per 10,000 messages or so."""
+    shown = [0]
+
+    def report(seq: int) -> None:
+        if head >= _PROGRESS_EVERY and seq - shown[0] >= _PROGRESS_EVERY:
+            shown[0] = seq
+            ctx.err.write(f"state: extracted up to #{seq:,} of {head:,}\n")
+            ctx.err.flush()
+
+    return report
+
+
 async def state(ctx: Context, args: argparse.Namespace) -> int:
     async with opened(ctx) as store:
         if args.sync:
-            await StateKeeper(store).sync(args.id, tenant_id=ctx.tenant)
+            last = await store.read_last(tenant_id=ctx.tenant, session_id=args.id, n=1)
+            head = last[-1].seq if last else 0
+            progress = _sync_progress(ctx, head)
+            await StateKeeper(store).sync(args.id, tenant_id=ctx.tenant, progress=progress)
         doc = await store.get_state(tenant_id=ctx.tenant, session_id=args.id)
         data: Mapping[str, JSONValue] = doc.data
         stored = doc.version > 0
@@ -126,18 +156,30 @@ def render_state_text(
 async def health(ctx: Context, args: argparse.Namespace) -> int:
     if args.budget is not None and args.budget <= 0:
         raise UsageError("--budget must be a positive number of tokens")
+    if args.limit < 0:
+        raise UsageError("--limit must be 0 (all) or a positive number of flags")
     async with opened(ctx) as store:
         await store.get_session(tenant_id=ctx.tenant, session_id=args.id)  # 404 when absent
-        events = await _events(store, ctx.tenant, args.id, args.branch)
+        events = await _events(store, ctx.tenant, args.id, args.branch, ctx)
+    if len(events) >= _PROGRESS_EVERY:
+        ctx.err.write(f"health: analysing {len(events):,} events\n")
+        ctx.err.flush()
     report = analyse(events, budget=args.budget)
+    limit = args.limit or None
     if ctx.as_json:
-        print_json(ctx, {"session": args.id, "branch": args.branch, **report.to_dict()})
+        body = report.to_dict()
+        for name in ("flags", "turns"):  # the newest --limit of each; counts cover all
+            rows = body.get(name)
+            if limit is not None and isinstance(rows, list) and len(rows) > limit:
+                body[name] = rows[-limit:]
+                body[f"{name}_omitted"] = len(rows) - limit
+        print_json(ctx, {"session": args.id, "branch": args.branch, **body})
         return 0
-    ctx.out.write(render_health_text(args.id, report))
+    ctx.out.write(render_health_text(args.id, report, limit=limit))
     return 0
 
 
-def render_health_text(session_id: str, report: HealthReport) -> str:
+def render_health_text(session_id: str, report: HealthReport, *, limit: int | None = None) -> str:
     verdict = "healthy" if not report.flags else f"{len(report.flags)} flags"
     lines = [
         f"session {session_id}: score {report.score:.2f} ({verdict}), "
@@ -147,8 +189,13 @@ def render_health_text(session_id: str, report: HealthReport) -> str:
     ]
     lines += [f"{name:<22} {report.counts.get(name, 0):>5}" for name in report.detectors]
     if report.flags:
-        lines += ["", "flags"]
-        for flag in report.flags:
+        shown = report.flags if limit is None else report.flags[-limit:]
+        omitted = len(report.flags) - len(shown)
+        lines += [
+            "",
+            "flags" + (f" (newest {len(shown)}; {omitted} older: --limit 0)" if omitted else ""),
+        ]
+        for flag in shown:
             evidence = ", ".join(f"#{s}" for s in flag.evidence)
             lines.append(f"  #{flag.seq:<5} {flag.detector:<21} evidence {evidence}")
             lines.append(f"         {flag.detail}")

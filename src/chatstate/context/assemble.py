@@ -10,17 +10,27 @@ Order of the output (stable, so a provider's prompt cache stays warm):
 6. the current message.
 
 1-3 are the *prefix*: they change only when the state changes or a new summary exists.
-Sections 2-4 each have a share of the budget; what they leave unused flows to the recent
-window. Turns are kept whole, newest first. The budget is never exceeded: when the system
+The budget follows what the message needs (:func:`intent_of`): for a follow-up the recent
+window comes first and sections 2-4 each have a share; for a self-contained question
+about the past, retrieval may take all but a floor for the newest turns, and the state
+and summary shrink. What a section leaves unused flows to the recent window. Recent turns
+are kept whole, newest first; retrieved messages are packed best first (a long one cut
+to its sentences that share words with the message), then the messages around them,
+shown in log order under their date when the conversation has dates. The manifest's
+``reasons`` says why each section got what it got. The budget is never exceeded: when the system
 prompt and the current message alone do not fit, :class:`TooLarge` is raised.
 """
 
 from __future__ import annotations
 
+import dataclasses
 import hashlib
-from collections.abc import Callable, Sequence
-from dataclasses import dataclass
+import re
+from collections.abc import Callable, Mapping, Sequence
+from dataclasses import dataclass, field
+from typing import Literal
 
+from chatstate.context.bm25 import DEFAULT_STOP_WORDS, tokenize
 from chatstate.context.manifest import Manifest, RetrievedTurn, SummaryUse
 from chatstate.context.text import event_text
 from chatstate.context.tokens import MESSAGE_OVERHEAD, REPLY_OVERHEAD
@@ -29,23 +39,54 @@ from chatstate.errors import TooLarge, ValidationError
 from chatstate.model import Event, JSONValue, NewEvent
 from chatstate.openai_format import to_openai
 
-__all__ = ["AssembledContext", "ContextPolicy", "ContextRequest", "SummaryInput", "assemble"]
+__all__ = [
+    "PRESETS",
+    "AssembledContext",
+    "ContextPolicy",
+    "ContextRequest",
+    "SummaryInput",
+    "assemble",
+    "intent_of",
+    "parse_policy",
+]
 
 Message = dict[str, JSONValue]
 
 
 @dataclass(frozen=True, slots=True)
 class ContextPolicy:
-    """How the budget is shared. Shares are fractions of the whole budget."""
+    """How the budget is shared. Shares are fractions of the whole budget.
+
+    With ``adaptive`` (the default) the shares are caps for a *follow-up* (a short message
+    or one that leans on the last turns: the recent window takes most of the budget);
+    for a self-contained *question about the past* retrieval may take everything but
+    ``recent_min_share``, and the summary and state shrink to a third and a half of
+    their shares (see :func:`intent_of`). The manifest's ``reasons`` says which applied.
+    Named presets: :data:`PRESETS` and :func:`parse_policy`.
+    """
 
     state_share: float = 0.15
     summary_share: float = 0.15
     retrieved_share: float = 0.25
     max_event_share: float = 0.5
     """An event larger than this share of the budget is excluded as oversized."""
-    retrieve_k: int = 8
-    """Excerpts at most within the retrieved share (three times as many when every recent
-    turn fits and the rest of the budget is free)."""
+    retrieve_k: int = 48
+    """Retrieved messages at most (each hit is one message; its neighbours come on top
+    when they fit)."""
+    adaptive: bool = True
+    """Split the budget by what the message needs (see the class docstring)."""
+    recent_min_share: float = 0.1
+    """The recent window's floor when retrieval takes the budget."""
+    neighbours: bool = True
+    """Bring back the message before and after a retrieved one when they fit."""
+    multi_query: bool = False
+    """Also search with the message's names, time phrases and clauses on their own (off by
+    default: on LoCoMo it brought back more messages that only share a name)."""
+    sentences_after: int = 0
+    """Hits ranked past this many are cut to their sentences that share a word with the
+    message, so that more of them fit (0: a hit is cut only when it does not fit whole)."""
+    fill: float = 1.0
+    """Fraction of the budget the context may use (the ``cost`` preset sends less)."""
 
     def __post_init__(self) -> None:
         shares = (self.state_share, self.summary_share, self.retrieved_share)
@@ -53,6 +94,59 @@ class ContextPolicy:
             raise ValidationError("section shares must be >= 0 and leave 10% for recent turns")
         if not 0 < self.max_event_share <= 1:
             raise ValidationError("max_event_share must be in (0, 1]")
+        if not 0 <= self.recent_min_share <= 0.9 or not 0 < self.fill <= 1:
+            raise ValidationError("recent_min_share must be in [0, 0.9] and fill in (0, 1]")
+        if self.retrieve_k < 0:
+            raise ValidationError("retrieve_k must be >= 0")
+
+
+PRESETS: dict[str, ContextPolicy] = {
+    "balanced": ContextPolicy(),
+    "recall": ContextPolicy(
+        state_share=0.1, summary_share=0.05, retrieve_k=96, recent_min_share=0.08
+    ),
+    "cost": ContextPolicy(
+        state_share=0.1, summary_share=0.1, retrieve_k=16, neighbours=False, fill=0.5
+    ),
+}
+"""``balanced`` is the default; ``recall`` gives retrieval more hits and the summary less;
+``cost`` sends at most half the budget, the best hits without their neighbours."""
+
+
+_TRUE = ("true", "1", "yes", "on")
+_FALSE = ("false", "0", "no", "off")
+
+
+def _value(key: str, raw: str, default: object) -> object:
+    if isinstance(default, bool):
+        if raw.lower() not in _TRUE + _FALSE:
+            raise ValidationError(f"policy: {key} needs true or false, got {raw!r}")
+        return raw.lower() in _TRUE
+    try:
+        return int(raw) if isinstance(default, int) else float(raw)
+    except ValueError as exc:
+        raise ValidationError(f"policy: {key} needs a number, got {raw!r}") from exc
+
+
+def parse_policy(text: str) -> ContextPolicy:
+    """A policy from ``"preset"``, ``"FIELD=VALUE,..."`` or ``"preset,FIELD=VALUE,..."``
+    (:class:`ValidationError` for an unknown preset or field, or a bad value)."""
+    fields = {f.name: f.default for f in dataclasses.fields(ContextPolicy)}
+    base = ContextPolicy()
+    values: dict[str, object] = {}
+    for index, item in enumerate(filter(None, (s.strip() for s in text.split(",")))):
+        key, eq, raw = item.partition("=")
+        key, raw = key.strip(), raw.strip()
+        if not eq and index == 0 and key in PRESETS:
+            base = PRESETS[key]
+            continue
+        if key not in fields or not raw:
+            raise ValidationError(
+                f"policy: expected a preset ({', '.join(PRESETS)}) then FIELD=VALUE "
+                f"with FIELD in {', '.join(fields)}; got {item!r}"
+            )
+        values[key] = _value(key, raw, fields[key])
+    return dataclasses.replace(base, **values)  # type: ignore[arg-type]
 
 
 @dataclass(frozen=True, slots=True)
@@ -74,13 +168,17 @@ class ContextRequest:
     pinned: str = ""
     summary: SummaryInput | None = None
     candidates: Sequence[tuple[Turn, float]] = ()
-    """Retrieved older turns, best first, with their scores."""
+    """Retrieved older messages (or turns), best first, with their scores."""
     current: NewEvent | None = None
     previous_prefix: tuple[str, ...] = ()
     uncovered_before: int | None = None
     stored_counts: bool = True
     """Use events' stored ``token_count``; false when they were counted with another
     tokenizer than this model's."""
+    neighbours: Mapping[int, tuple[Event, ...]] = field(default_factory=dict)
+    """Per retrieved seq, the messages around it, sent when they fit after the hits."""
+    dates: Mapping[int, str] = field(default_factory=dict)
+    """The date of a retrieved message by seq (only when the conversation spans dates)."""
 
 
 @dataclass(frozen=True, slots=True)
@@ -119,6 +217,30 @@ def _digest(message: Message) -> str:
     return hashlib.sha256(repr(sorted(message.items())).encode()).hexdigest()[:16]
 
 
+Intent = Literal["past", "follow-up", "recent", "fixed"]
+_WORD = re.compile(r"[^\W_]+")
+_LEANS = frozenset(
+    "and also so then it that this these those they them ok okay yes no sure thanks".split()
+)
+
+
+def intent_of(text: str, *, retrieved: bool) -> tuple[Intent, str]:
+    """What the message needs, and why: ``past`` (a self-contained question with two
+    content words or more: retrieval first), ``follow-up`` (short, or starting with a
+    word that leans on the last turns: ``and``, ``it``, ``so``, ``what about``...: the
+    recent window first), ``recent`` (nothing was retrieved)."""
+    if not retrieved:
+        return "recent", "nothing older was retrieved"
+    words = _WORD.findall(text.lower())
+    content = [w for w in words if len(w) >= 3 and w not in DEFAULT_STOP_WORDS]
+    if len(content) < 2:
+        return "follow-up", f"a short message ({len(content)} content words)"
+    lead = " ".join(words[:2])
+    if words[0] in _LEANS or lead in ("what about", "how about"):
+        return "follow-up", f"it opens with {words[0]!r}, leaning on the last turns"
+    return "past", f"a self-contained message ({len(content)} content words)"
+
+
 @dataclass(slots=True)
 class _Draft:
     """The sections as they are being filled."""
@@ -127,6 +249,8 @@ class _Draft:
     left: int
     sections: dict[str, int]
     head: list[Message]
+    intent: Intent = "fixed"
+    reasons: dict[str, str] = field(default_factory=dict)
     state_truncated: bool = False
     summary: SummaryUse | None = None
 
@@ -135,28 +259,25 @@ def assemble(
     request: ContextRequest, policy: ContextPolicy, count: Callable[[str], int]
 ) -> AssembledContext:
     """Build the messages for one model call and the manifest that explains them."""
-    draft = _mandatory(request, count)
+    draft = _mandatory(request, policy, count)
     current = (
         [to_openai(request.current, include_extra=False)] if request.current is not None else []
     )
+    if policy.adaptive:
+        text = event_text(request.current) if request.current is not None else ""
+        draft.intent, why = intent_of(text, retrieved=bool(request.candidates))
+        draft.reasons["intent"] = f"{draft.intent}: {why}"
     _pin_state(draft, request, policy, count)
     _pin_summary(draft, request, policy, count)
     max_event = max(1, int(policy.max_event_share * draft.budget))
     turns, excluded = group_turns(
         request.tail, count=count, max_event_tokens=max_event, stored=request.stored_counts
     )
-    recent, picked, spent = _fill(
-        draft.left,
-        turns,
-        request.candidates,
-        policy,
-        count,
-        int(policy.retrieved_share * draft.budget),
-    )
+    recent, picked, spent = _fill(draft, turns, request, policy, count)
 
     body: list[Message] = []
     if picked:
-        text = _excerpts(picked)
+        text = _excerpts(picked, request.dates)
         body.append(_system(text))
         draft.sections["retrieved"] = count(text) + MESSAGE_OVERHEAD
     for turn in recent:
@@ -164,7 +285,7 @@ def assemble(
     draft.sections["recent"] = spent
 
     verbatim = tuple(e.seq for t in recent for e in t.events)
-    shown = set(verbatim) | {e.seq for t, _ in picked for e in t.events}
+    shown = set(verbatim) | {e.seq for e, _ in picked}
     covered_to = draft.summary.to_seq if draft.summary is not None else 0
     dropped = tuple(
         e.seq for t in turns for e in t.events if e.seq not in shown and e.seq > covered_to
@@ -184,7 +305,7 @@ def assemble(
         used=sum(draft.sections.values()) + REPLY_OVERHEAD,
         sections=draft.sections,
         verbatim=verbatim,
-        retrieved=tuple(RetrievedTurn(t.seqs, round(s, 4)) for t, s in picked),
+        retrieved=_runs(picked),
         summary=draft.summary,
         dropped=dropped,
         excluded=tuple((x.seq, x.reason) for x in excluded),
@@ -193,13 +314,16 @@ def assemble(
         prefix_hashes=prefix_hashes,
         uncovered_before=request.uncovered_before,
         state_truncated=draft.state_truncated,
+        reasons=draft.reasons,
     )
     first_recent = recent[0].first_seq if recent else None
     overflow = tuple(t for t in turns if first_recent is None or t.last_seq < first_recent)
     return AssembledContext(draft.head + body + current, manifest, overflow)
 
 
-def _mandatory(request: ContextRequest, count: Callable[[str], int]) -> _Draft:
+def _mandatory(
+    request: ContextRequest, policy: ContextPolicy, count: Callable[[str], int]
+) -> _Draft:
     """System prompt and current message: what must fit, or the build fails."""
     budget = request.budget
     if isinstance(budget, bool) or not isinstance(budget, int) or budget <= 0:
@@ -217,7 +341,11 @@ def _mandatory(request: ContextRequest, count: Callable[[str], int]) -> _Draft:
             f"the system prompt and the current message need {budget - left} tokens; "
             f"the budget is {budget}"
         )
-    return _Draft(budget=budget, left=left, sections=sections, head=head)
+    draft = _Draft(budget=budget, left=left, sections=sections, head=head)
+    if policy.fill < 1:
+        draft.left = max(0, left - int(budget * (1 - policy.fill)))
+        draft.reasons["fill"] = f"at most {policy.fill:.0%} of the budget is used"
+    return draft
 
 
 def _pin_state(
@@ -225,8 +353,11 @@ def _pin_state(
 ) -> None:
     if not request.pinned:
         return
-    cap = min(draft.left, int(policy.state_share * draft.budget))
+    share = policy.state_share / (2 if draft.intent == "past" else 1)
+    cap = min(draft.left, int(share * draft.budget))
     text, draft.state_truncated = _fit_lines("Session state:\n" + request.pinned, cap, count)
+    if draft.intent == "past":
+        draft.reasons["state"] = f"up to {cap} tokens: half its share, retrieval comes first"
     if text:
         draft.head.append(_system(text))
         draft.sections["state"] = count(text) + MESSAGE_OVERHEAD
@@ -239,7 +370,12 @@ def _pin_summary(
     s = request.summary
     if s is None:
         return
-    cap = min(draft.left, int(policy.summary_share * draft.budget))
+    share = policy.summary_share / (3 if draft.intent == "past" else 1)
+    cap = min(draft.left, int(share * draft.budget))
+    if draft.intent == "past":
+        draft.reasons["summary"] = (
+            f"up to {cap} tokens: a third of its share, retrieval finds the turns themselves"
+        )
     label = f"Summary of the conversation up to message {s.to_seq}:\n"
     text, cut = _fit_lines(label + s.text, cap, count)
     if text:
@@ -249,58 +385,162 @@ def _pin_summary(
         draft.summary = SummaryUse(s.seq, s.from_seq, s.to_seq, cut)
 
 
+Picked = list[tuple[Event, float]]
+
+
 def _fill(
-    left: int,
+    draft: _Draft,
     turns: list[Turn],
-    candidates: Sequence[tuple[Turn, float]],
+    request: ContextRequest,
     policy: ContextPolicy,
     count: Callable[[str], int],
-    retrieved_share: int,
-) -> tuple[list[Turn], list[tuple[Turn, float]], int]:
-    """Recent turns newest first, retrieved turns in their share, the rest to recent."""
-    retrieved_cap = min(left, retrieved_share)
+) -> tuple[list[Turn], Picked, int]:
+    """Recent turns newest first up to the recent window's first claim, retrieved
+    messages in the room that leaves, then what retrieval left unused to recent turns."""
+    left, budget = draft.left, draft.budget
+    share_cap = min(left, int(policy.retrieved_share * budget))
+    if draft.intent == "past":
+        first_claim = min(left, int(policy.recent_min_share * budget))
+    elif draft.intent == "recent":
+        first_claim = left
+    else:
+        first_claim = left - share_cap
     recent: list[Turn] = []
     spent = 0
     index = len(turns) - 1
-    while index >= 0 and spent + turns[index].tokens <= left - retrieved_cap:
+    while index >= 0 and spent + turns[index].tokens <= first_claim:
         spent += turns[index].tokens
         recent.append(turns[index])
         index -= 1
-    oldest_recent = recent[-1].first_seq if recent else None
 
-    # Retrieved turns in their share; when every tail turn already fits, in all that is
-    # left (an unused budget helps nobody), up to three times as many of them.
-    room, limit = retrieved_cap, policy.retrieve_k
+    # Retrieval gets its share (a follow-up), all but the recent floor (a question about
+    # the past), or all that is left when every tail turn already fits.
+    room = share_cap if draft.intent in ("follow-up", "fixed") else left - spent
+    limit = policy.retrieve_k
     if index < 0:
         room, limit = left - spent, 3 * policy.retrieve_k
-    picked: list[tuple[Turn, float]] = []
-    cost = _header_cost(count)
-    for turn, score in candidates[:limit]:
-        if oldest_recent is not None and turn.first_seq >= oldest_recent:
-            continue
-        extra = count(_excerpt(turn)) + 1
-        if cost + extra <= room:
-            picked.append((turn, score))
-            cost += extra
-    if not picked:
-        cost = 0
+    exclude = {e.seq for t in recent for e in t.events}
+    picked, cost = _pack(room, limit, exclude, request, policy, count)
+    if request.candidates:
+        draft.reasons["retrieved"] = (
+            f"{room} tokens offered, {cost} used: {len(picked)} messages "
+            f"from {len(request.candidates)} candidates (at most {limit} hits)"
+        )
 
-    # What the retrieved share left unused flows to the recent window.
+    # What retrieval left unused flows to the recent window.
     while index >= 0 and spent + turns[index].tokens <= left - cost:
         turn = turns[index]
         spent += turn.tokens
         recent.append(turn)
         index -= 1
-        if any(p[0].first_seq == turn.first_seq for p in picked):
-            picked = [p for p in picked if p[0].first_seq != turn.first_seq]
-            cost = _excerpt_cost(picked, count)
+        seqs = set(turn.seqs)
+        if any(e.seq in seqs for e, _ in picked):
+            picked = [p for p in picked if p[0].seq not in seqs]
+            cost = _excerpt_cost(picked, request.dates, count)
     recent.reverse()
+    draft.reasons["recent"] = (
+        f"{spent} tokens: the newest {len(recent)} of {len(turns)} turns "
+        f"(first claim {first_claim}, then what retrieval left)"
+    )
 
     # Counting the joined text can differ from the sum of its parts: drop the weakest
     # excerpts until the real count fits (the budget is a hard limit).
-    while picked and spent + count(_excerpts(picked)) + MESSAGE_OVERHEAD > left:
-        picked.remove(min(picked, key=lambda p: (p[1], p[0].first_seq)))
+    while picked and spent + count(_excerpts(picked, request.dates)) + MESSAGE_OVERHEAD > left:
+        picked.remove(min(picked, key=lambda p: (p[1], p[0].seq)))
     return recent, picked, spent
+
+
+def _pack(
+    room: int,
+    limit: int,
+    exclude: set[int],
+    request: ContextRequest,
+    policy: ContextPolicy,
+    count: Callable[[str], int],
+) -> tuple[Picked, int]:
+    """Hits best first while they fit (a message too long for what is left is cut to its
+    sentences that share words with the current message), then their neighbours."""
+    chosen: dict[int, tuple[Event, float]] = {}
+    labels: set[str] = set()
+    cost = _header_cost(count)
+    dates = request.dates
+
+    def take(event: Event, score: float) -> bool:
+        nonlocal cost
+        if event.seq in chosen or event.seq in exclude:
+            return False
+        label = dates.get(event.seq)
+        extra = count(_line(event)) + 1
+        if label is not None and label not in labels:
+            extra += count(_date_line(label)) + 1
+        if cost + extra > room:
+            return False
+        chosen[event.seq] = (event, score)
+        cost += extra
+        if label is not None:
+            labels.add(label)
+        return True
+
+    query = set(tokenize(event_text(request.current), stem=True)) if request.current else set()
+    hits: list[tuple[Event, float]] = []
+    for turn, score in request.candidates:
+        if len(hits) >= limit:
+            break
+        if any(e.seq in exclude or e.seq in chosen for e in turn.events):
+            continue
+        events = list(turn.events)
+        if 0 < policy.sentences_after <= len(hits) and len(events) == 1:
+            events = [_cut(events[0], query) or events[0]]
+        if all(take(e, score) for e in events):
+            hits += [(e, score) for e in events]
+            continue
+        for e in events:
+            chosen.pop(e.seq, None)
+        cost = _excerpt_cost(list(chosen.values()), dates, count) if chosen else 0
+        cost = cost or _header_cost(count)
+        if len(events) == 1 and (cut := _cut(events[0], query)) is not None and take(cut, score):
+            hits.append((cut, score))
+    if policy.neighbours:
+        for event, score in hits:
+            for near in request.neighbours.get(event.seq, ()):
+                take(near, score / 2)
+    picked = list(chosen.values())
+    return picked, (cost if picked else 0)
+
+
+_SENTENCE = re.compile(r"(?<=[.!?])\s+")
+_CUT = "_chatstate_cut"
+"""Marks a retrieved message that was cut to its matching sentences (never stored)."""
+
+
+def _cut(event: Event, query: set[str]) -> Event | None:
+    """``event`` cut to its sentences that share a word with the query, or ``None``."""
+    sentences = _SENTENCE.split(event_text(event))
+    kept = [s for s in sentences if query.intersection(tokenize(s, stem=True))]
+    if not kept or len(kept) == len(sentences):
+        return None
+    data = {**event.data, _CUT: True}
+    return dataclasses.replace(event, content=" ... ".join(kept), tool_calls=(), data=data)
+
+
+def _runs(picked: Picked) -> tuple[RetrievedTurn, ...]:
+    """Retrieved messages as runs of consecutive seqs, each with its best score and the
+    seqs that were cut to some of their sentences."""
+    out: list[RetrievedTurn] = []
+    seqs: list[int] = []
+    cut: list[int] = []
+    best = 0.0
+    for event, score in sorted(picked, key=lambda p: p[0].seq):
+        if seqs and event.seq != seqs[-1] + 1:
+            out.append(RetrievedTurn(tuple(seqs), round(best, 4), tuple(cut)))
+            seqs, cut, best = [], [], 0.0
+        seqs.append(event.seq)
+        if event.data.get(_CUT):
+            cut.append(event.seq)
+        best = max(best, score)
+    if seqs:
+        out.append(RetrievedTurn(tuple(seqs), round(best, 4), tuple(cut)))
+    return tuple(out)
 
 
 _HEADER = "Earlier messages relevant to the current one:"
@@ -319,17 +559,33 @@ def _chat_message(event: Event) -> Message:
     return message
 
 
-def _excerpts(picked: list[tuple[Turn, float]]) -> str:
-    ordered = sorted(picked, key=lambda p: p[0].first_seq)
-    return _HEADER + "\n" + "\n".join(_excerpt(t) for t, _ in ordered)
+def _date_line(label: str) -> str:
+    return f"({label})"
 
 
-def _excerpt(turn: Turn) -> str:
-    return "\n".join(f"[#{e.seq}] {e.role}: {event_text(e)}" for e in turn.events)
+def _line(event: Event) -> str:
+    return f"[#{event.seq}] {event.role}: {event_text(event)}"
 
 
-def _excerpt_cost(picked: list[tuple[Turn, float]], count: Callable[[str], int]) -> int:
+def _excerpts(picked: Picked, dates: Mapping[int, str]) -> str:
+    lines = [_HEADER]
+    shown: str | None = None
+    for event, _ in sorted(picked, key=lambda p: p[0].seq):
+        label = dates.get(event.seq)
+        if label is not None and label != shown:
+            lines.append(_date_line(label))
+            shown = label
+        lines.append(_line(event))
+    return "\n".join(lines)
+
+
+def _excerpt_cost(picked: Picked, dates: Mapping[int, str], count: Callable[[str], int]) -> int:
     """An upper estimate of the retrieved section's tokens (checked exactly at the end)."""
     if not picked:
         return 0
-    return _header_cost(count) + sum(count(_excerpt(t)) + 1 for t, _ in picked)
+    labels = {dates[e.seq] for e, _ in picked if e.seq in dates}
+    return (
+        _header_cost(count)
+        + sum(count(_line(e)) + 1 for e, _ in picked)
+        + sum(count(_date_line(label)) + 1 for label in labels)
+    )

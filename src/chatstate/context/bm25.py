@@ -11,8 +11,10 @@ and ``_`` split); digit runs kept whole (``48213`` matches ``48213`` and not ``4
 word that mixes letters and digits (``ord48213``) indexed whole and as its parts; each Han,
 Hiragana or Katakana character its own token (those scripts do not separate words by
 spaces); a short English stop-word list; a light plural fold on purely alphabetic words
-(``refunds`` -> ``refund``, ``policies`` -> ``policy``, ``classes`` -> ``class``). Query
-and documents go through the same tokenizer.
+(``refunds`` -> ``refund``, ``policies`` -> ``policy``, ``classes`` -> ``class``), then, in
+the retriever (``stem=True``, the default), a light suffix strip (``promotions``,
+``promoting``, ``promote`` -> ``promot``). Query and documents go through the same
+tokenizer.
 
 Measured on the project's 2-core machine (see ``docs/context-retrieval-and-summaries.md``):
 indexing 10,000 documents of about 100 words takes about 0.5 s (about 45 us a document,
@@ -68,6 +70,28 @@ def _fold(word: str) -> str:
     return word
 
 
+_SUFFIXES: tuple[str, ...] = (
+    *("ations", "ation", "ments", "ment", "ness", "ings", "ing", "ions", "ion"),
+    *("ed", "ly", "e"),
+)
+
+
+def _stem(word: str) -> str:
+    """A light English suffix strip after the plural fold (``promotions``, ``promoting``,
+    ``promote`` -> ``promot``; ``dancing``, ``danced`` -> ``danc``), on alphabetic words of
+    5+ letters, leaving a stem of 3+ letters; a doubled final consonant is undoubled
+    (``running`` -> ``run``)."""
+    if len(word) < 5 or not word.isalpha():
+        return word
+    for suffix in _SUFFIXES:
+        if word.endswith(suffix) and len(word) - len(suffix) >= 3:
+            stem = word[: -len(suffix)]
+            if len(stem) >= 3 and stem[-1] == stem[-2] and stem[-1] not in "lsz":
+                stem = stem[:-1]
+            return stem
+    return word
+
+
 def _raw_tokens(text: str) -> list[str]:
     low = text.lower()
     if low.isascii():
@@ -90,17 +114,22 @@ def _raw_tokens(text: str) -> list[str]:
     return out
 
 
-def tokenize(text: str, stop_words: Collection[str] = DEFAULT_STOP_WORDS) -> list[str]:
-    """The index terms of ``text``, in order, duplicates kept."""
-    return [_fold(t) for t in _raw_tokens(text) if t not in stop_words]
+def tokenize(
+    text: str, stop_words: Collection[str] = DEFAULT_STOP_WORDS, *, stem: bool = False
+) -> list[str]:
+    """The index terms of ``text``, in order, duplicates kept (``stem``: suffixes
+    stripped as :class:`BM25Retriever` does by default)."""
+    terms = [_fold(t) for t in _raw_tokens(text) if t not in stop_words]
+    return [_stem(t) for t in terms] if stem else terms
 
 
 class BM25Retriever:
     """Okapi BM25 (Lucene's non-negative idf) over documents ``(id, text)``.
 
     ``k1`` (1.2 to 2.0 is usual) sets how fast repeated terms saturate; ``b`` how much long
-    documents are penalised. Documents are added with increasing ids (the context engine
-    uses a turn's first seq); ties in score are broken by id, newest first.
+    documents are penalised; ``stem`` strips common English suffixes. Documents are added
+    with increasing ids (the context engine uses a message's seq); ties in score are broken
+    by id, newest first.
     """
 
     def __init__(
@@ -109,6 +138,7 @@ class BM25Retriever:
         k1: float = 1.2,
         b: float = 0.75,
         stop_words: Collection[str] = DEFAULT_STOP_WORDS,
+        stem: bool = True,
     ) -> None:
         if k1 < 0:
             raise ValueError(f"k1 must be >= 0, got {k1}")
@@ -117,6 +147,7 @@ class BM25Retriever:
         self._k1 = k1
         self._b = b
         self._stop_words = frozenset(stop_words)
+        self._stem = stem
         self._ids: list[int] = []
         self._lengths: list[int] = []
         self._total_length = 0
@@ -163,7 +194,8 @@ class BM25Retriever:
         for raw, tf in Counter(_raw_tokens(text)).items():
             term = term_of.get(raw)
             if term is None:
-                term = term_of[raw] = "" if raw in self._stop_words else _fold(raw)
+                term = "" if raw in self._stop_words else _fold(raw)
+                term = term_of[raw] = _stem(term) if self._stem and term else term
             if term:
                 counts[term] = counts.get(term, 0) + tf
         return counts
@@ -178,7 +210,8 @@ class BM25Retriever:
         """
         if k <= 0 or not self._ids:
             return []
-        scores = self._scores(dict.fromkeys(tokenize(query, self._stop_words)))
+        terms = tokenize(query, self._stop_words, stem=self._stem)
+        scores = self._scores(dict.fromkeys(terms))
         if not scores:
             return []
         ids = self._ids

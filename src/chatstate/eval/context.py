@@ -1,11 +1,15 @@
 """Context recall on real conversations: replay through the engine, then ask.
 
 For each conversation and each budget, a fresh session on a temp SQLite store is replayed
-the way a chat app drives chatstate: per turn, :meth:`ContextEngine.build` with the new
+the way the server drives chatstate: per turn, :meth:`ContextEngine.build` with the new
 user message (which schedules compaction in the background when turns overflow), then
-:meth:`ContextEngine.append` of the user message and the replies. After the last turn the
-scheduled compactions are awaited and compaction is switched off, so that every question
-sees the same log. Then each question is built as the next user message under that budget
+:meth:`ContextEngine.append` of the user message and the replies, then the
+:class:`~chatstate.state.StateKeeper` brings the state document up to date (the server's
+``after_turn``). The replay is deterministic: a compaction that a build scheduled is
+awaited before the turn is appended, and the keeper's sync is awaited after it, so the
+log (and with it the figure) never depends on how the event loop interleaved background
+work. After the last turn compaction is switched off, so that every question sees the
+same log. Then each question is built as the next user message under that budget
 and every evidence turn is classified by :func:`chatstate.eval.recall.route_of`. The
 baselines of :mod:`chatstate.eval.recall` are computed for the same question and budget.
 
@@ -32,6 +36,7 @@ from chatstate.context.tokens import MESSAGE_OVERHEAD, REPLY_OVERHEAD, counter_f
 from chatstate.eval.datasets import Conversation, Question, Utterance
 from chatstate.eval.recall import (
     front_truncation,
+    retrieved_text,
     route_of,
     sliding_window,
     summary_text,
@@ -39,13 +44,21 @@ from chatstate.eval.recall import (
     window_turns,
 )
 from chatstate.model import JSONValue, NewEvent
+from chatstate.state import StateKeeper
 from chatstate.store.sqlite import SQLiteStore
 
-__all__ = ["DEFAULT_CATEGORIES", "EvalOptions", "RetrieverName", "evaluate", "select_questions"]
+__all__ = [
+    "DEFAULT_CATEGORIES",
+    "EvalOptions",
+    "RetrieverName",
+    "evaluate",
+    "resolve_retriever",
+    "select_questions",
+]
 
 log = logging.getLogger(__name__)
 
-RetrieverName = Literal["bm25", "minilm", "fused"]
+RetrieverName = Literal["auto", "bm25", "minilm", "fused"]
 TENANT = "eval"
 DEFAULT_CATEGORIES = {"locomo": frozenset({"1", "2", "3", "4"})}
 """LoCoMo's category 5 is adversarial (unanswerable): left out unless asked for."""
@@ -59,11 +72,15 @@ class EvalOptions:
     policy: ContextPolicy = field(default_factory=ContextPolicy)
     summary_tokens: int = 600
     """The engine's ``summary_tokens``: the size its summariser aims at."""
-    retriever: RetrieverName = "bm25"
+    retriever: RetrieverName = "auto"
+    """``auto``: fused when the ``[embeddings]`` extra is installed, else ``bm25`` (the
+    engine's own default; see :func:`resolve_retriever`)."""
     categories: frozenset[str] | None = None
     """Question categories to ask (default: :data:`DEFAULT_CATEGORIES`, else all)."""
     limit: int | None = None
     """At most this many questions per conversation, evenly spaced; ``None``: all."""
+    state: bool = True
+    """Run the :class:`~chatstate.state.StateKeeper` after each turn, as the server does."""
     price_per_mtok: float = 2.50
     """Input price in dollars per million tokens, for the cost column (gpt-4o's list
     price for uncached input when this was written)."""
@@ -79,9 +96,19 @@ def select_questions(conv: Conversation, opts: EvalOptions) -> list[Question]:
     return chosen
 
 
+def resolve_retriever(name: RetrieverName) -> RetrieverName:
+    """``auto`` as the engine resolves it: ``fused`` with the extra, else ``bm25``."""
+    if name != "auto":
+        return name
+    from chatstate.context.embeddings import default_retriever_name  # noqa: PLC0415
+
+    return "fused" if default_retriever_name() == "fused" else "bm25"
+
+
 def _retriever_factory(name: RetrieverName) -> Callable[[], Retriever]:
     from chatstate.context.bm25 import BM25Retriever  # noqa: PLC0415 - light default
 
+    name = resolve_retriever(name)
     if name == "bm25":
         return BM25Retriever
     from chatstate.context import embeddings  # noqa: PLC0415 - optional extra
@@ -112,9 +139,16 @@ def _cached(
 
 
 async def _replay(
-    engine: ContextEngine, session: str, conv: Conversation, budget: int, model: str
+    engine: ContextEngine,
+    keeper: StateKeeper | None,
+    session: str,
+    conv: Conversation,
+    budget: int,
+    model: str,
 ) -> dict[str, int]:
-    """Drive the session turn by turn; return each utterance's seq."""
+    """Drive the session turn by turn; return each utterance's seq.
+
+    Background work is awaited at fixed points (see the module docstring)."""
     seqs: dict[str, int] = {}
     utterances = conv.utterances
     i = 0
@@ -124,11 +158,17 @@ async def _replay(
             j += 1
         group = utterances[i:j]
         if group[0].role == "user":
-            await engine.build(session, group[0].text, tenant_id=TENANT, model=model, budget=budget)
+            built = await engine.build(
+                session, group[0].text, tenant_id=TENANT, model=model, budget=budget
+            )
+            if built.compaction_scheduled:
+                await engine.drain()
         result = await engine.append(
             session, [NewEvent.message(u.role, u.text) for u in group], tenant_id=TENANT
         )
         seqs.update((u.id, e.seq) for u, e in zip(group, result.events, strict=True))
+        if keeper is not None:
+            await keeper.sync(session, tenant_id=TENANT)
         i = j
     await engine.drain()
     return seqs
@@ -171,7 +211,8 @@ async def _budget_run(
         count_model=opts.model,
     )
     session = (await store.create_session(tenant_id=TENANT)).id
-    seqs = await _replay(engine, session, conv, budget, opts.model)
+    keeper = StateKeeper(store) if opts.state else None
+    seqs = await _replay(engine, keeper, session, conv, budget, opts.model)
     engine.auto_compact = False
     out: list[Record] = []
     for q in questions:
@@ -181,8 +222,9 @@ async def _budget_run(
             session, q.text, tenant_id=TENANT, model=opts.model, budget=budget
         )
         summary, state = summary_text(built.messages)
+        retrieved = retrieved_text(built.messages)
         routes: list[JSONValue] = [
-            route_of(seqs[e], facts.said[e], q.answer, built.manifest, summary, state)
+            route_of(seqs[e], facts.said[e], q.answer, built.manifest, summary, state, retrieved)
             for e in q.evidence
         ]
         front = front_truncation(facts.costs, avail)

@@ -4,7 +4,9 @@ An evidence turn (an utterance the data set names as holding a question's answer
 **present** in a built context by one of three routes, checked in this order:
 
 1. ``verbatim``: its seq is among the manifest's recent messages sent as they are;
-2. ``retrieved``: its seq is in one of the manifest's retrieved turns;
+2. ``retrieved``: its seq is among the manifest's retrieved messages; one sent cut to
+   some of its sentences (``RetrievedTurn.cut``) counts only when its key facts are in
+   what was sent, by the rule of route 3 applied to its line;
 3. ``summary``: its **key facts are present** in the summary or pinned-state text that
    the context actually holds (after any cut to the section's share), by this rule:
 
@@ -55,6 +57,7 @@ __all__ = [
     "facts_present",
     "front_truncation",
     "key_sentences",
+    "retrieved_text",
     "route_of",
     "sliding_window",
     "summary_text",
@@ -69,6 +72,7 @@ _SENTENCE = re.compile(r"(?<=[.!?])\s+|\n+")
 # The labels assemble() puts at the head of the summary and pinned-state messages.
 _SUMMARY_LABEL = "Summary of the conversation up to message"
 _STATE_LABEL = "Session state:"
+_RETRIEVED_LABEL = "Earlier messages relevant to the current one:"
 
 
 def content_terms(text: str) -> list[str]:
@@ -121,6 +125,21 @@ def summary_text(messages: Sequence[dict[str, JSONValue]]) -> tuple[str, str]:
     return summary, state
 
 
+def retrieved_text(messages: Sequence[dict[str, JSONValue]]) -> str:
+    """The retrieved section's text in a built context (``""`` when none)."""
+    for message in messages:
+        content = message.get("content")
+        is_system = message.get("role") == "system" and isinstance(content, str)
+        if is_system and str(content).startswith(_RETRIEVED_LABEL):
+            return str(content)
+    return ""
+
+
+def _line_of(seq: int, retrieved: str) -> str:
+    head = f"[#{seq}] "
+    return next((line for line in retrieved.splitlines() if line.startswith(head)), "")
+
+
 def route_of(
     seq: int,
     said: str,
@@ -128,12 +147,19 @@ def route_of(
     manifest: Manifest,
     summary: str,
     state: str,
+    retrieved: str = "",
 ) -> Route:
-    """How the evidence turn at ``seq`` reached the context, or ``missing``."""
+    """How the evidence turn at ``seq`` reached the context, or ``missing``.
+
+    ``retrieved`` is the retrieved section's text (:func:`retrieved_text`), needed to
+    check a message that was sent cut to some of its sentences."""
     if seq in manifest.verbatim:
         return "verbatim"
-    if any(seq in r.seqs for r in manifest.retrieved):
-        return "retrieved"
+    for r in manifest.retrieved:
+        if seq in r.seqs:
+            if seq not in r.cut or facts_present(said, answer, _line_of(seq, retrieved)):
+                return "retrieved"
+            break
     covered = manifest.summary is not None and manifest.summary.to_seq >= seq
     if (covered and facts_present(said, answer, summary)) or facts_present(said, answer, state):
         return "summary"

@@ -134,7 +134,11 @@ def _services(
 ) -> Services:
     engine = ContextEngine(store)
     responses = ResponseLog(
-        store, ttl_seconds=config.response_ttl_seconds, lease_seconds=config.lease_seconds
+        store,
+        ttl_seconds=config.response_ttl_seconds,
+        lease_seconds=config.lease_seconds,
+        flush_seconds=config.stream_flush_seconds,
+        flush_bytes=config.stream_flush_bytes,
     )
     gateway = Gateway(
         store=store,

@@ -43,6 +43,11 @@ class ServerConfig:
     """How long a response's chunk log can be resumed; afterwards 410."""
     lease_seconds: float = 3.0
     """A producer that has not renewed its lease for this long is taken as dead."""
+    stream_flush_seconds: float = 0.1
+    """Streamed chunks are written to the response log at most this often (and at once
+    for the first chunk): what a crash can lose, and the longest a chunk waits."""
+    stream_flush_bytes: int = 4096
+    """...or as soon as this many bytes of chunks wait."""
     key_cache_seconds: float = 10.0
     """How long a looked-up key (or "no keys exist") is trusted before the store is asked."""
     dev_mode: bool | None = None
@@ -64,6 +69,8 @@ class ServerConfig:
             raise ValidationError("max_in_flight must be >= 0, upstream_max_connections >= 1")
         if self.rate_per_second <= 0 or self.response_ttl_seconds <= 0:
             raise ValidationError("rate_per_second and response_ttl_seconds must be positive")
+        if self.stream_flush_seconds < 0 or self.stream_flush_bytes < 1:
+            raise ValidationError("stream_flush_seconds and stream_flush_bytes must be positive")
 
     @classmethod
     def load(

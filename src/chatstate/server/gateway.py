@@ -9,13 +9,19 @@ the ``Idempotency-Key`` of the open (or a finished) turn is not a second turn: i
 to that turn's response stream and replays it.
 
 The producer is a task of its own: a client that disconnects does not stop it, an
-explicit cancel does. It writes every upstream chunk to the response log before anyone
-can read it, and when it ends (done, error, cancelled, or shut down) it stores the
+explicit cancel does. Its :class:`ChunkWriter` flushes the upstream chunks to the
+response log by time or size (one ``append`` per flush, not per chunk) before anyone can
+read them, and when it ends (done, error, cancelled, or shut down) it stores the
 assistant message, marked ``incomplete``/``cancelled`` in ``data.chatstate`` when cut
 short. A producer whose process dies leaves its lease to expire; whoever looks next (a
 resuming client, or the next turn on the session) writes ``incomplete`` and stores the
 partial answer. The answer is appended with an idempotency key derived from the response
-id and its content derived from the log alone, so whoever stores it, it is stored once.
+id and its content derived from the log alone (the producer adds it up from the records
+it flushed, others read the log), so whoever stores it, it is stored once.
+
+Store calls of one turn on its request path: the branch's newest events (which also
+says whether the session exists), the input's append, the response log's creation, the
+context build (window and state document), one append per flush, the answer's append.
 """
 
 from __future__ import annotations
@@ -25,6 +31,7 @@ import hashlib
 import json
 import logging
 import secrets
+import time
 from collections.abc import AsyncIterator, Awaitable, Callable, Mapping, Sequence
 from contextlib import suppress
 from dataclasses import dataclass, replace
@@ -50,6 +57,7 @@ from chatstate.server.errors import ResponseExpired, ResponseNotFound, TurnInPro
 from chatstate.server.inputs import check_messages, limits_of
 from chatstate.server.middleware import Metrics
 from chatstate.server.sse import collect
+from chatstate.server.stream_writer import ChunkWriter, FlushFailed, Record
 from chatstate.server.streams import ResponseInfo, ResponseLog, Status, Stopped
 from chatstate.store.protocol import Store
 from chatstate.store.rules import check_id, new_session_id, utcnow
@@ -68,6 +76,8 @@ class TurnRequest:
     branch: str = "main"
     idempotency_key: str | None = None
     budget: int | None = None
+    stream: bool = True
+    """The client streams: the first chunk is flushed at once (else with the next)."""
 
 
 @dataclass(frozen=True, slots=True)
@@ -131,8 +141,7 @@ class Gateway:
         drafts = [from_openai(m, index=i) for i, m in enumerate(turn.messages)]
         check_messages(drafts, limits_of(self.store))  # before a token is counted
         rid = _response_id(tenant, session_id, turn.idempotency_key)
-        await self._ensure_session(tenant, session_id, principal, drafts)
-        head, last = await self._head(tenant, session_id, turn.branch)
+        head, last = await self._head(tenant, session_id, turn.branch, create=(principal, drafts))
         pending = response_of(last) if last and last.role != "assistant" else None
         if pending == rid:
             return await self.responses.info(tenant, rid)  # a retry of the open turn
@@ -182,27 +191,33 @@ class Gateway:
         await self._launch(info, turn)
         return info
 
-    async def _head(self, tenant: str, session_id: str, branch: str) -> tuple[int, Event | None]:
+    async def _head(
+        self,
+        tenant: str,
+        session_id: str,
+        branch: str,
+        *,
+        create: tuple[Principal, list[NewEvent]] | None = None,
+    ) -> tuple[int, Event | None]:
         """The branch head and its newest chat event (state and summary events that
-        background work appended do not hide an open turn)."""
-        recent = await self.store.read_last(
-            tenant_id=tenant, session_id=session_id, branch=branch, n=16
-        )
+        background work appended do not hide an open turn). With ``create``, a session
+        that does not exist is created for that principal's messages, once they pass the
+        write check, so a refused request leaves no session (one read tells both; an
+        expired one is a 410)."""
+        try:
+            recent = await self.store.read_last(
+                tenant_id=tenant, session_id=session_id, branch=branch, n=16
+            )
+        except SessionNotFound as exc:
+            if exc.status == 410 or create is None:
+                raise
+            check_write(*create, None)  # a refused request leaves no session
+            with suppress(AlreadyExists):
+                await self.store.create_session(tenant_id=tenant, session_id=session_id)
+            return await self._head(tenant, session_id, branch)
         head = recent[-1].seq if recent else 0
         chat = [e for e in recent if e.kind in _CHAT]
         return head, (chat[-1] if chat else None)
-
-    async def _ensure_session(
-        self, tenant: str, session_id: str, principal: Principal, drafts: list[NewEvent]
-    ) -> None:
-        try:
-            await self.store.get_session(tenant_id=tenant, session_id=session_id)
-        except SessionNotFound as exc:
-            if exc.status == 410:
-                raise
-            check_write(principal, drafts, None)  # a refused request leaves no session
-            with suppress(AlreadyExists):
-                await self.store.create_session(tenant_id=tenant, session_id=session_id)
 
     async def _settle(self, tenant: str, rid: str, event: Event) -> None:
         """Close out the turn that ``event`` opened, or raise :class:`TurnInProgress`."""
@@ -217,7 +232,7 @@ class Gateway:
             return
         head = await self.responses.head(rid)
         if head is None or not head.terminal:
-            if rid in self._tasks or not await self.responses.lease_expired(rid):
+            if rid in self._tasks or not await self.responses.lease_expired(rid, info):
                 raise TurnInProgress(
                     f"response {rid} of this session is still streaming; wait for it, "
                     "cancel it, or resume it"
@@ -260,27 +275,27 @@ class Gateway:
         body: dict[str, JSONValue] = {**turn.upstream_body, "model": turn.model}
         body["messages"] = list(built.messages)
         body["stream"] = True
-        task = asyncio.create_task(self._produce(info, body), name=f"produce-{info.id}")
+        writer = self.responses.writer(info.id, eager=turn.stream)  # before any reader
+        task = asyncio.create_task(self._produce(info, writer, body), name=f"produce-{info.id}")
         self._tasks[info.id] = task
         self._owners[info.id] = (info.tenant, info.session_id)
         self.metrics.count("gateway_turns")
 
     # -- producing ----------------------------------------------------------------------
 
-    async def _produce(self, info: ResponseInfo, body: Mapping[str, JSONValue]) -> None:
-        seq = 0
+    async def _produce(
+        self, info: ResponseInfo, writer: ChunkWriter, body: Mapping[str, JSONValue]
+    ) -> None:
         status: Status | None = "done"
         detail: dict[str, JSONValue] = {}
-        renewer = asyncio.create_task(self._renew(info.id))
+        renewer = asyncio.create_task(self._renew(info.id, writer))
         try:
-            async for chunk in self._upstream(body):
+            async for chunk, size in self._upstream(body):
                 if "error" in chunk:
                     status, detail = "error", {"message": "the upstream reported an error"}
                     break
                 chunk["id"] = info.id
-                seq = await self.responses.append(
-                    info.id, expected=seq, kind="chunk", payload=chunk
-                )
+                writer.add(chunk, size)
         except Stopped:
             status = None  # a cancel or a reaper already wrote the terminal
         except asyncio.CancelledError:
@@ -288,27 +303,42 @@ class Gateway:
             detail = {"message": "server shutting down" if self._stopping else "cancelled"}
         except _UpstreamFailed as exc:
             status, detail = "error", {"message": str(exc), "code": "upstream_error"}
+        except FlushFailed:
+            status, detail = "error", {"message": "could not store the stream"}
         except (httpx.HTTPError, ChatstateError, ValueError) as exc:
             status, detail = "error", {"message": f"stream failed: {type(exc).__name__}"}
         finally:
             renewer.cancel()
-        await asyncio.shield(self._conclude(info, status, detail))
+        await asyncio.shield(self._conclude(info, writer, status, detail))
 
     async def _conclude(
-        self, info: ResponseInfo, status: Status | None, detail: Mapping[str, JSONValue]
+        self,
+        info: ResponseInfo,
+        writer: ChunkWriter,
+        status: Status | None,
+        detail: Mapping[str, JSONValue],
     ) -> None:
         try:
-            if status is not None:
-                await self.responses.finish_once(info.id, status, detail)
-            await self.store_answer(info)
+            written = await writer.close(status, detail)
+            if written:
+                await self.store_answer(info, writer.records)
+            else:
+                if status is not None and not writer.stopped:  # a flush failed
+                    await self.responses.finish_once(info.id, status, detail)
+                await self.store_answer(info)
         except ChatstateError:
             log.warning("could not conclude response %s", info.id, exc_info=True)
         finally:
+            writer.publish_terminal()
+            self.responses.release(info.id)
             self.responses.local.discard(info.id)
             self._tasks.pop(info.id, None)
             self._owners.pop(info.id, None)
 
-    async def _upstream(self, body: Mapping[str, JSONValue]) -> AsyncIterator[dict[str, JSONValue]]:
+    async def _upstream(
+        self, body: Mapping[str, JSONValue]
+    ) -> AsyncIterator[tuple[dict[str, JSONValue], int]]:
+        """The upstream's chunks, each with the size of the answer text it carries."""
         base = self.config.upstream_base_url
         if not base:
             raise _UpstreamFailed("no upstream is configured (--upstream-base-url)")
@@ -328,20 +358,30 @@ class Gateway:
                     return
                 parsed = json.loads(data)
                 if isinstance(parsed, dict):
-                    yield parsed
+                    yield parsed, _text_size(parsed)
 
-    async def _renew(self, rid: str) -> None:
-        version = 1
+    async def _renew(self, rid: str, writer: ChunkWriter) -> None:
+        """Flushes carry the lease; only a producer whose upstream has been silent for a
+        third of the lease writes one (to the hidden session's state document)."""
+        period = self.config.lease_seconds / 3
+        version = 0
         while True:
-            await asyncio.sleep(self.config.lease_seconds / 3)
+            await asyncio.sleep(period)
+            if time.time() - writer.last_write < period:
+                continue
             try:
                 version = await self.responses.renew(rid, version)
             except ChatstateError:
                 log.warning("could not renew the lease of response %s", rid, exc_info=True)
 
-    async def store_answer(self, info: ResponseInfo) -> int | None:
-        """Append the answer the log adds up to (idempotent); its seq, or None."""
-        answer = collect(await self.responses.read_all(info.id))
+    async def store_answer(
+        self, info: ResponseInfo, records: Sequence[Record] | None = None
+    ) -> int | None:
+        """Append the answer the log adds up to (idempotent); its seq, or None.
+        ``records``: the log as the producer wrote it (else it is read)."""
+        if records is None:
+            records = await self.responses.read_all(info.id)
+        answer = collect(records)
         if answer.status == "streaming":
             return None
         self.metrics.count(f"responses_{answer.status}")
@@ -385,7 +425,7 @@ class Gateway:
             except Exception:
                 log.warning("after-turn hook failed for %s", done.response_id, exc_info=True)
 
-        task = asyncio.create_task(run())
+        task = asyncio.create_task(run(), name=f"after-turn-{done.response_id}")
         self._background.add(task)
         task.add_done_callback(self._background.discard)
 
@@ -438,6 +478,25 @@ def _response_id(tenant: str, session_id: str, key: str | None) -> str:
     check_id(key, "Idempotency-Key", max_len=255)
     digest = hashlib.sha256(f"{tenant}\0{session_id}\0{key}".encode()).hexdigest()
     return "resp_" + digest[:32]
+
+
+def _text_size(chunk: Mapping[str, JSONValue]) -> int:
+    """Characters of answer text (content, tool-call arguments) in one chunk: what the
+    writer's size trigger counts, so 4 KB means 4 KB of answer, not of JSON envelopes."""
+    size = 0
+    choices = chunk.get("choices")
+    for choice in choices if isinstance(choices, list) else []:
+        delta = choice.get("delta") if isinstance(choice, dict) else None
+        if not isinstance(delta, dict):
+            continue
+        content = delta.get("content")
+        size += len(content) if isinstance(content, str) else 0
+        calls = delta.get("tool_calls")
+        for call in calls if isinstance(calls, list) else []:
+            function = call.get("function") if isinstance(call, dict) else None
+            args = function.get("arguments") if isinstance(function, dict) else None
+            size += len(args) if isinstance(args, str) else 0
+    return size
 
 
 def _newest(drafts: list[NewEvent]) -> list[NewEvent]:

@@ -56,7 +56,7 @@ async def _stream(svc: Services, info: ResponseInfo, after: int) -> StreamingRes
     async def events() -> AsyncIterator[bytes]:
         if not open_:
             return
-        async for record in svc.responses.tail(info.id, after=after):
+        async for record in svc.responses.tail(info.id, after=after, checked=True):
             yield sse(record)
 
     return StreamingResponse(events(), media_type="text/event-stream", headers=_headers(info))
@@ -85,6 +85,7 @@ async def chat_completions(
         branch=body.branch,
         idempotency_key=key,
         budget=body.context_budget,
+        stream=bool(body.stream),
     )
     info = await svc.gateway.start(who, turn)
     if body.stream:

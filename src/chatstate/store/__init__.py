@@ -1,6 +1,6 @@
 """Storage: the protocol, the shared rules and the backends."""
 
-from chatstate.store.memory import MemoryStore
+from chatstate.store.backends.memory import MemoryStore
 from chatstate.store.protocol import Order, Store
 from chatstate.store.rules import StoreConfig, StoreLimits
 

@@ -56,12 +56,14 @@ def loads(text: str | bytes) -> JSONValue:
 class EncodedEvent:
     """A validated event with its stored body, ready for a backend to write."""
 
-    __slots__ = ("body", "event", "size")
+    __slots__ = ("body", "doc", "event", "size")
 
-    def __init__(self, event: NewEvent, body: str, size: int) -> None:
+    def __init__(self, event: NewEvent, body: str, size: int, doc: Mapping[str, JSONValue]) -> None:
         self.event = event
         self.body = body
         self.size = size
+        self.doc = doc
+        """The body as a mapping, for :func:`fingerprint` (never written)."""
 
 
 def _body(event: NewEvent, index: int) -> dict[str, JSONValue]:
@@ -117,25 +119,34 @@ def encode_appends(events: Sequence[NewEvent], limits: StoreLimits) -> list[Enco
     total = 0
     for index, event in enumerate(events):
         check_new_event(event, index)
-        body = dumps(_body(event, index))
+        doc = _body(event, index)
+        body = dumps(doc)
         size = len(body.encode("utf-8"))
         if size > limits.max_event_bytes:
             raise TooLarge(
                 f"events[{index}] is {size} bytes; the limit is {limits.max_event_bytes}"
             )
         total += size
-        out.append(EncodedEvent(event, body, size))
+        out.append(EncodedEvent(event, body, size, doc))
     if total > limits.max_append_bytes:
         raise TooLarge(f"the append is {total} bytes; the limit is {limits.max_append_bytes}")
     return out
 
 
 def fingerprint(branch: str, encoded: Sequence[EncodedEvent]) -> str:
-    """Identity of an append's payload, to tell a replay from a reused idempotency key."""
-    digest = hashlib.sha256(branch.encode())
+    """Identity of an append's payload, to tell a replay from a reused idempotency key.
+
+    It covers the target branch and, for each event in order, everything its stored body
+    holds: kind, role, content, tool calls, tool_call_id, name, ``data`` and ``extra``.
+    Object keys are sorted at every level, so the same payload with its keys in another
+    order is the same append. Not covered: ``token_count`` (a tokenizer's estimate, which
+    a retry may compute differently) and anything the store assigns (seq, time).
+    """
+    digest = hashlib.sha256(b"v2\x1f" + branch.encode())
     for item in encoded:
         digest.update(b"\x1e")
-        digest.update(item.body.encode("utf-8"))
+        canonical = json.dumps(item.doc, ensure_ascii=False, separators=(",", ":"), sort_keys=True)
+        digest.update(canonical.encode("utf-8"))
     return digest.hexdigest()
 
 

@@ -46,6 +46,7 @@ from chatstate.model import (
     JSONValue,
     NewEvent,
     Page,
+    SeqRange,
     Session,
     StateDoc,
     ToolCall,
@@ -333,6 +334,19 @@ class EncryptedStore:
             tenant_id=tenant_id, session_id=session_id, branch=branch, n=n
         )
         return self._opened(tenant_id, session_id, events)
+
+    async def read_ranges(
+        self,
+        *,
+        tenant_id: str,
+        session_id: str,
+        branch: str = "main",
+        ranges: Sequence[SeqRange],
+    ) -> list[list[Event]]:
+        found = await self.inner.read_ranges(
+            tenant_id=tenant_id, session_id=session_id, branch=branch, ranges=ranges
+        )
+        return [self._opened(tenant_id, session_id, events) for events in found]
 
     # -- state --------------------------------------------------------------------------
 

@@ -11,10 +11,9 @@ from __future__ import annotations
 from collections.abc import Mapping
 from dataclasses import dataclass
 
-from chatstate.model import Branch
-from chatstate.store.protocol import Order
+from chatstate.model import Branch, Order, SeqRange
 
-__all__ = ["Segment", "clip_segments", "lineage"]
+__all__ = ["Segment", "clip_segments", "lineage", "plan_range"]
 
 
 @dataclass(frozen=True, slots=True)
@@ -66,3 +65,18 @@ def owner_of(segments: list[Segment], seq: int) -> str:
         if seg.lo <= seq and (seg.hi is None or seq <= seg.hi):
             return seg.branch
     return segments[-1].branch
+
+
+def plan_range(branches: Mapping[str, Branch], name: str, rng: SeqRange) -> list[Segment]:
+    """The closed segments to read for ``rng`` of ``name``'s view, in reading order.
+
+    Each segment's ``hi`` is cut at its owner's head, and empty segments are dropped, so a
+    backend fetches each one with the limit that is left (``rng.limit`` minus what it has).
+    """
+    out: list[Segment] = []
+    for seg in clip_segments(lineage(branches, name), rng.after_seq, rng.before_seq, rng.order):
+        head = branches[seg.branch].head_seq
+        hi = head if seg.hi is None else min(seg.hi, head)
+        if seg.lo <= hi:
+            out.append(Segment(seg.branch, seg.lo, hi))
+    return out

@@ -1,7 +1,8 @@
 """The one storage protocol every backend implements.
 
 Semantics shared by every backend (the conformance suite in ``chatstate.testing`` checks
-each of them on every backend):
+each of them on every backend). :class:`chatstate.store.front.StoreFront` implements this
+protocol once over each backend's primitives:
 
 * **Scoping.** Everything is addressed by ``(tenant_id, session_id)``. The same session id
   under two tenants names two unrelated sessions. Ids are validated by
@@ -19,7 +20,11 @@ each of them on every backend):
   ``SeqConflict`` and writes nothing). A successful append refreshes the session's
   ``updated_at`` and, when it has a TTL, its ``expires_at``.
 * **Idempotency keys** are scoped to the session and kept for ``StoreConfig.idempotency_ttl``
-  seconds; after that the same key runs again.
+  seconds; after that the same key runs again. "The same payload" is the same branch and
+  the same event bodies, object keys in any order (``token_count`` is not compared); see
+  :func:`chatstate.store.codec.fingerprint`.
+* **Copies.** Every returned value is built from what was stored: mutating a returned
+  ``Session``, ``StateDoc`` or ``Event`` changes nothing stored.
 * **Expiry.** A session whose ``expires_at`` has passed answers ``SessionExpired`` on every
   call, is left out of listings, and is removed by ``purge_expired``.
 * **State document.** One per session; ``put_state(expected_version=v)`` succeeds only when
@@ -30,7 +35,7 @@ each of them on every backend):
 from __future__ import annotations
 
 from collections.abc import Mapping, Sequence
-from typing import Literal, Protocol, runtime_checkable
+from typing import Protocol, runtime_checkable
 
 from chatstate.model import (
     AppendResult,
@@ -39,14 +44,14 @@ from chatstate.model import (
     Event,
     JSONValue,
     NewEvent,
+    Order,
     Page,
+    SeqRange,
     Session,
     StateDoc,
 )
 
 __all__ = ["Order", "Store"]
-
-Order = Literal["asc", "desc"]
 
 
 @runtime_checkable
@@ -137,6 +142,21 @@ class Store(Protocol):
         self, *, tenant_id: str, session_id: str, branch: str = "main", n: int
     ) -> list[Event]:
         """The newest ``n`` events of the branch, oldest first."""
+        ...
+
+    async def read_ranges(
+        self,
+        *,
+        tenant_id: str,
+        session_id: str,
+        branch: str = "main",
+        ranges: Sequence[SeqRange],
+    ) -> list[list[Event]]:
+        """Several ranges of one branch, read from one snapshot in one round trip.
+
+        The answer has one list per range, each as ``read`` with that range's arguments
+        would return it (so a ``desc`` range comes newest first).
+        """
         ...
 
     async def fork(

@@ -34,15 +34,15 @@ Opener = Callable[[str, StoreConfig], Awaitable[Store]]
 # scheme -> (module, function, extra that installs its driver). Modules are imported only
 # when their scheme is used, so a missing optional driver costs nothing until then.
 _OPENERS: dict[str, tuple[str, str, str | None]] = {
-    "sqlite": ("chatstate.store.sqlite", "open_sqlite_url", None),
-    "memory": ("chatstate.store.memory", "open_memory_url", None),
-    "postgresql": ("chatstate.store.postgres", "open_postgres_url", "postgres"),
-    "postgres": ("chatstate.store.postgres", "open_postgres_url", "postgres"),
-    "redis": ("chatstate.store.redis", "open_redis_url", "redis"),
-    "rediss": ("chatstate.store.redis", "open_redis_url", "redis"),
-    "redis+cluster": ("chatstate.store.redis", "open_redis_url", "redis"),
+    "sqlite": ("chatstate.store.backends.sqlite.store", "open_sqlite_url", None),
+    "memory": ("chatstate.store.backends.memory", "open_memory_url", None),
+    "postgresql": ("chatstate.store.backends.postgres.store", "open_postgres_url", "postgres"),
+    "postgres": ("chatstate.store.backends.postgres.store", "open_postgres_url", "postgres"),
+    "redis": ("chatstate.store.backends.redis.store", "open_redis_url", "redis"),
+    "rediss": ("chatstate.store.backends.redis.store", "open_redis_url", "redis"),
+    "redis+cluster": ("chatstate.store.backends.redis.store", "open_redis_url", "redis"),
 }
-_CACHE = ("chatstate.store.tiered", "open_tiered", "redis")
+_CACHE = ("chatstate.store.backends.redis.tiered", "open_tiered", "redis")
 
 
 def redact(url: str) -> str:

@@ -16,14 +16,48 @@ from contextlib import AbstractAsyncContextManager, asynccontextmanager
 from dataclasses import dataclass, field
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
+from weakref import WeakKeyDictionary
 
-from chatstate.store.memory import MemoryStore
+from chatstate.store.backends.memory import MemoryStore
 from chatstate.store.protocol import Store
 from chatstate.store.rules import StoreConfig
 
-__all__ = ["REGISTRY", "BackendSpec", "FakeClock", "in_ci", "register"]
+__all__ = [
+    "REGISTRY",
+    "BackendSpec",
+    "FakeClock",
+    "PeerOpener",
+    "in_ci",
+    "peer_opener",
+    "process_url",
+    "register",
+    "share",
+]
 
 Opener = Callable[[StoreConfig, Path], AbstractAsyncContextManager[Store]]
+PeerOpener = Callable[[], AbstractAsyncContextManager[Store]]
+
+_PEERS: WeakKeyDictionary[Store, PeerOpener] = WeakKeyDictionary()
+_URLS: WeakKeyDictionary[Store, str] = WeakKeyDictionary()
+
+
+def share(store: Store, peer: PeerOpener, *, url: str | None = None) -> Store:
+    """Declare how to open another instance on ``store``'s database (and, with ``url``,
+    how another OS process reaches it through ``open_store``). Openers call this."""
+    _PEERS[store] = peer
+    if url is not None:
+        _URLS[store] = url
+    return store
+
+
+def peer_opener(store: Store) -> PeerOpener | None:
+    """How to open a second instance on ``store``'s database, if its backend can."""
+    return _PEERS.get(store)
+
+
+def process_url(store: Store) -> str | None:
+    """An ``open_store`` URL another process can use to reach ``store``'s database."""
+    return _URLS.get(store)
 
 
 @dataclass(frozen=True)

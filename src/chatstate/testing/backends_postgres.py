@@ -18,7 +18,7 @@ from pathlib import Path
 
 from chatstate.store.protocol import Store
 from chatstate.store.rules import StoreConfig
-from chatstate.testing.backends import BackendSpec, register
+from chatstate.testing.backends import BackendSpec, register, share
 
 __all__ = ["create_schema", "drop_schema", "server_url"]
 
@@ -37,7 +37,7 @@ def _unavailable() -> str | None:
         import psycopg  # noqa: PLC0415 - optional driver
     except ModuleNotFoundError:
         return "psycopg is not installed (pip install 'chatstate[postgres]')"
-    from chatstate.store._pg_pool import display_url  # noqa: PLC0415 - needs psycopg
+    from chatstate.store.backends.postgres.pool import display_url  # noqa: PLC0415 - needs psycopg
 
     try:
         with psycopg.connect(server_url(), connect_timeout=2, autocommit=True) as conn:
@@ -83,18 +83,26 @@ async def drop_schema(name: str) -> None:
 
 
 @asynccontextmanager
-async def _open(config: StoreConfig, _tmp: Path) -> AsyncIterator[Store]:
-    from chatstate.store.postgres import PostgresStore  # noqa: PLC0415 - optional driver
+async def _open_schema(schema: str, config: StoreConfig) -> AsyncIterator[Store]:
+    from chatstate.store.backends.postgres.store import PostgresStore  # noqa: PLC0415
 
+    store = await PostgresStore.open(
+        server_url(), config=config, schema=schema, min_size=1, max_size=4
+    )
+    url = server_url()
+    url += f"{'&' if '?' in url else '?'}schema={schema}"
+    try:
+        yield share(store, lambda: _open_schema(schema, config), url=url)
+    finally:
+        await store.close()
+
+
+@asynccontextmanager
+async def _open(config: StoreConfig, _tmp: Path) -> AsyncIterator[Store]:
     schema = await create_schema()
     try:
-        store = await PostgresStore.open(
-            server_url(), config=config, schema=schema, min_size=1, max_size=4
-        )
-        try:
+        async with _open_schema(schema, config) as store:
             yield store
-        finally:
-            await store.close()
     finally:
         await drop_schema(schema)
 

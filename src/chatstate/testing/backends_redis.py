@@ -30,7 +30,15 @@ from pathlib import Path
 
 from chatstate.store.protocol import Store
 from chatstate.store.rules import StoreConfig
-from chatstate.testing.backends import REGISTRY, BackendSpec, in_ci, register
+from chatstate.testing.backends import (
+    REGISTRY,
+    BackendSpec,
+    PeerOpener,
+    in_ci,
+    peer_opener,
+    register,
+    share,
+)
 
 __all__ = [
     "LocalCluster",
@@ -306,17 +314,29 @@ def _cluster_unavailable() -> str | None:
 
 @asynccontextmanager
 async def _open_url(url: str, config: StoreConfig) -> AsyncIterator[Store]:
-    from chatstate.store.redis import open_redis_url  # noqa: PLC0415 - optional driver
+    from chatstate.store.backends.redis.store import open_redis_url  # noqa: PLC0415 - optional driver
 
     prefix = f"cst{uuid.uuid4().hex[:12]}"
     store = await open_redis_url(_with_prefix(url, prefix), config)
     try:
-        yield store
+        shared_url = _with_prefix(url, prefix)
+        yield share(store, lambda: _open_peer(shared_url, config), url=shared_url)
     finally:
         try:
             await drop_prefix(store.client, prefix)
         finally:
             await store.close()
+
+
+@asynccontextmanager
+async def _open_peer(url: str, config: StoreConfig) -> AsyncIterator[Store]:
+    from chatstate.store.backends.redis.store import open_redis_url  # noqa: PLC0415
+
+    store = await open_redis_url(url, config)
+    try:
+        yield store
+    finally:
+        await store.close()
 
 
 def _open_redis(config: StoreConfig, _tmp: Path) -> contextlib.AbstractAsyncContextManager[Store]:
@@ -343,13 +363,16 @@ def _sor_spec(name: str | None = None) -> BackendSpec:
 async def _open_tiered(
     config: StoreConfig, tmp: Path, sor_name: str | None = None
 ) -> AsyncIterator[Store]:
-    from chatstate.store.redis import connect_client  # noqa: PLC0415 - optional driver
-    from chatstate.store.tiered import TieredStore  # noqa: PLC0415
+    from chatstate.store.backends.redis.store import connect_client  # noqa: PLC0415 - optional driver
+    from chatstate.store.backends.redis.tiered import TieredStore  # noqa: PLC0415
 
     prefix = f"cst{uuid.uuid4().hex[:12]}"
     async with _sor_spec(sor_name).open(config, tmp) as sor:
         client, _ = connect_client(redis_url())
         store = TieredStore(sor, client, config=config, prefix=prefix, owns_store=False)
+        sor_peer = peer_opener(sor)
+        if sor_peer is not None:
+            share(store, lambda: _tier_peer(sor_peer, prefix, config))
         try:
             yield store
         finally:
@@ -357,6 +380,22 @@ async def _open_tiered(
                 await drop_prefix(client, prefix)
             finally:
                 await store.close()
+
+
+@asynccontextmanager
+async def _tier_peer(
+    sor_peer: PeerOpener, prefix: str, config: StoreConfig
+) -> AsyncIterator[Store]:
+    from chatstate.store.backends.redis.store import connect_client  # noqa: PLC0415
+    from chatstate.store.backends.redis.tiered import TieredStore  # noqa: PLC0415
+
+    async with sor_peer() as sor:
+        client, _ = connect_client(redis_url())
+        store = TieredStore(sor, client, config=config, prefix=prefix, owns_store=False)
+        try:
+            yield store
+        finally:
+            await store.close()
 
 
 register(

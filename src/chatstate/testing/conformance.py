@@ -701,3 +701,8 @@ async def test_hundred_thousand_events_read_by_pages(make_store: MakeStore) -> N
     assert count == 100_000
     last = await store.read_last(tenant_id=T, session_id="big", n=20)
     assert [e.content for e in last][-1] == "event 99999"
+
+
+# The front's own contract (canonical fingerprints, copies, read_ranges) lives next door.
+from chatstate.testing.conformance_front import *  # noqa: E402, F403
+from chatstate.testing.conformance_shared import *  # noqa: E402, F403

@@ -18,11 +18,12 @@ import pytest
 
 from chatstate.store.protocol import Store
 from chatstate.store.rules import StoreConfig
-from chatstate.testing.backends import REGISTRY, BackendSpec, in_ci
+from chatstate.testing.backends import REGISTRY, BackendSpec, in_ci, peer_opener
 
-__all__ = ["MakeStore", "backend", "make_store"]
+__all__ = ["MakePeers", "MakeStore", "backend", "make_peers", "make_store"]
 
 MakeStore = Callable[..., Awaitable[Store]]
+MakePeers = Callable[..., Awaitable[list[Store]]]
 
 
 def _selected() -> list[str]:
@@ -75,5 +76,29 @@ async def make_store(backend: BackendSpec, tmp_path: Path) -> AsyncIterator[Make
             folder = tmp_path / f"store{count}"
             folder.mkdir()
             return await stack.enter_async_context(backend.open(config or StoreConfig(), folder))
+
+        yield make
+
+
+@pytest.fixture
+async def make_peers(make_store: MakeStore) -> AsyncIterator[MakePeers]:
+    """``await make_peers(n=2, config=None)``: ``n`` store instances on one fresh database.
+
+    Gated on ``Capabilities.shared``: a backend that does not declare it is skipped, and
+    one that declares it must say how to open a second instance (``testing.backends.share``).
+    """
+    async with AsyncExitStack() as stack:
+
+        async def make(n: int = 2, config: StoreConfig | None = None) -> list[Store]:
+            first = await make_store(config)
+            if not first.capabilities.shared:
+                pytest.skip("the backend does not declare Capabilities.shared")
+            opener = peer_opener(first)
+            if opener is None:
+                pytest.fail("a backend declaring shared=True must register a peer opener")
+            peers = [first]
+            for _ in range(n - 1):
+                peers.append(await stack.enter_async_context(opener()))
+            return peers
 
         yield make

@@ -20,7 +20,7 @@ from hypothesis.stateful import RuleBasedStateMachine, initialize, invariant, ru
 
 from chatstate.errors import ChatstateError
 from chatstate.model import NewEvent
-from chatstate.store.memory import MemoryStore
+from chatstate.store.backends.memory import MemoryStore
 from chatstate.store.protocol import Store
 from chatstate.store.rules import StoreConfig
 from chatstate.testing.backends import BackendSpec, FakeClock

@@ -10,7 +10,6 @@ from __future__ import annotations
 
 from collections.abc import Sequence
 from dataclasses import dataclass, field
-from datetime import datetime
 
 from chatstate.errors import ChatstateError, NotFound
 from chatstate.health.detectors import WEIGHTS
@@ -265,7 +264,3 @@ async def timeline(
             view.forks.setdefault(branch.fork_seq, []).append(branch.name)
     view.seqs = sorted(seqs)
     return view
-
-
-def as_time(moment: datetime | None) -> str:
-    return "" if moment is None else moment.strftime("%Y-%m-%d %H:%M:%S")

@@ -268,7 +268,7 @@ end
 return 1
 """
 
-# -- the hot tier (chatstate.store.tiered) ---------------------------------------------------
+# -- the hot tier (backends/redis/tiered.py) --------------------------------------------
 #
 # One hash per session, KEYS[1] = "<prefix>:c:{tenant:session}", fields:
 #   t, s        tenant and session (checked on every read)

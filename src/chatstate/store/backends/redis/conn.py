@@ -1,10 +1,11 @@
 """Connecting to Redis: URLs, the client, the one boundary where driver errors become
 chatstate errors, and what the server's persistence settings can lose. Used by the store
-(:mod:`chatstate.store.redis`) and the hot tier (:mod:`chatstate.store.tiered`)."""
+(:mod:`.store`) and the hot tier (:mod:`.tiered`)."""
 
 from __future__ import annotations
 
 import asyncio
+import errno
 from collections.abc import Awaitable, Callable
 from typing import Any, TypeAlias, TypeVar, cast
 from urllib.parse import parse_qsl, urlencode, urlsplit, urlunsplit
@@ -35,6 +36,7 @@ __all__ = [
     "connect_client",
     "describe_persistence",
     "read_persistence",
+    "refused",
 ]
 
 RedisClient: TypeAlias = aioredis.Redis | RedisCluster
@@ -180,3 +182,15 @@ async def read_persistence(client: RedisClient) -> tuple[bool, str]:
     fsync = await _config_get(client, "appendfsync") if appendonly is not None else None
     save = await _config_get(client, "save") if appendonly is not None else None
     return describe_persistence(appendonly, fsync, save)
+
+
+def refused(exc: BaseException) -> bool:
+    """True when nothing listens at the cache's address (the server is down)."""
+    seen: BaseException | None = exc
+    while seen is not None:
+        if isinstance(seen, ConnectionRefusedError):
+            return True
+        if isinstance(seen, OSError) and seen.errno == errno.ECONNREFUSED:
+            return True
+        seen = seen.__cause__ or seen.__context__
+    return isinstance(exc, RedisConnectionError) and "refused" in str(exc).lower()

@@ -9,36 +9,28 @@ from typing import Any
 
 from chatstate.errors import ChatstateError, SessionNotFound
 from chatstate.model import Branch, Event, JSONValue, Session
-from chatstate.store._pg_pool import Attempt, Conn, Runner, transaction
+from chatstate.store.backends.postgres.pool import Attempt, Conn, Runner, transaction
 from chatstate.store.codec import decode_event, loads
-from chatstate.store.rules import StoreConfig, check_id, ensure_live, from_us, to_us
+from chatstate.store.front import StoreFront, exact
+from chatstate.store.rules import StoreConfig, ensure_live, from_us
 
 __all__ = ["PgBase", "branches_of", "event_of", "exact", "json_object", "live", "one", "session_of"]
 
 
-class PgBase:
-    """What every part of :class:`~chatstate.store.postgres.PostgresStore` shares."""
+class PgBase(StoreFront):
+    """What every part of :class:`~chatstate.store.backends.postgres.store.PostgresStore` shares."""
 
     def __init__(
         self, runner: Runner, config: StoreConfig, *, row_level_security: bool = False
     ) -> None:
+        super().__init__(config)
         self._runner = runner
-        self._config = config
         self._rls = row_level_security
 
     def _tx(
         self, conn: Conn, attempt: Attempt, tenant_id: str | None, *, read: bool = False
     ) -> AbstractAsyncContextManager[None]:
         return transaction(conn, attempt, tenant_id=tenant_id, rls=self._rls, read_only=read)
-
-    def _ids(self, tenant_id: str, session_id: str) -> None:
-        check_id(tenant_id, "tenant_id")
-        check_id(session_id, "session_id")
-
-
-def exact(moment: datetime) -> datetime:
-    """``moment`` as it will read back: UTC, whole microseconds."""
-    return from_us(to_us(moment))
 
 
 def one(row: Sequence[Any] | None) -> Sequence[Any]:

@@ -1,5 +1,5 @@
 """The SQLite backend's machinery: connections, the worker thread, migrations and the read
-path. :mod:`chatstate.store.sqlite` builds the store on it."""
+path. :mod:`chatstate.store.backends.sqlite.store` builds the store on it."""
 
 from __future__ import annotations
 
@@ -23,19 +23,19 @@ from chatstate.model import (
     Capabilities,
     Event,
     JSONValue,
+    SeqRange,
     Session,
 )
-from chatstate.store._worker import Worker
+from chatstate.store.backends.sqlite.worker import Worker
 from chatstate.store.codec import (
     decode_event,
     loads,
 )
-from chatstate.store.lineage import clip_segments, lineage
+from chatstate.store.front import StoreFront
+from chatstate.store.lineage import plan_range
 from chatstate.store.migrations import load_migrations, plan
-from chatstate.store.protocol import Order
 from chatstate.store.rules import (
     StoreConfig,
-    check_id,
     ensure_live,
     from_us,
     to_us,
@@ -55,7 +55,7 @@ __all__ = [
 ]
 
 
-log = logging.getLogger(__name__)
+log = logging.getLogger("chatstate.store.sqlite")
 
 Synchronous = Literal["normal", "full"]
 P = ParamSpec("P")
@@ -79,8 +79,8 @@ def event_id(bid: int, seq: int) -> int:
     return (bid << SEQ_BITS) | seq
 
 
-class SQLiteCore:
-    """Connection handling and reads shared by :class:`~chatstate.store.sqlite.SQLiteStore`."""
+class SQLiteCore(StoreFront):
+    """Connection handling and reads under :class:`.store.SQLiteStore`."""
 
     def __init__(
         self,
@@ -92,8 +92,8 @@ class SQLiteCore:
     ) -> None:
         if synchronous not in ("normal", "full"):
             raise ValidationError("synchronous must be 'normal' or 'full'")
+        super().__init__(config)
         self._path = str(path)
-        self._config = config or StoreConfig()
         self._synchronous = synchronous
         self._busy_timeout_ms = busy_timeout_ms
         self._worker = Worker("chatstate-sqlite")
@@ -194,7 +194,7 @@ class SQLiteCore:
             )
         )
 
-    async def close(self) -> None:
+    async def _p_close(self) -> None:
         if self._reader is not None:
             with self._reader_lock:
                 self._reader.close()
@@ -209,8 +209,6 @@ class SQLiteCore:
     def _session_row(
         self, tenant_id: str, session_id: str, db: sqlite3.Connection | None = None
     ) -> tuple[int, Session]:
-        check_id(tenant_id, "tenant_id")
-        check_id(session_id, "session_id")
         row = (
             (db or self._db)
             .execute(
@@ -251,29 +249,22 @@ class SQLiteCore:
         self,
         branches: Mapping[str, tuple[int, Branch]],
         branch: str,
-        *,
-        after_seq: int,
-        before_seq: int | None,
-        limit: int,
-        order: Order,
+        rng: SeqRange,
         db: sqlite3.Connection | None = None,
     ) -> list[Event]:
         infos = {name: info for name, (_, info) in branches.items()}
         out: list[Event] = []
-        for seg in clip_segments(lineage(infos, branch), after_seq, before_seq, order):
-            bid, info = branches[seg.branch]
-            hi = info.head_seq if seg.hi is None else min(seg.hi, info.head_seq)
-            if hi < seg.lo:
-                continue
+        sql = _READ_ASC if rng.order == "asc" else _READ_DESC
+        mask = (1 << SEQ_BITS) - 1
+        for seg in plan_range(infos, branch, rng):
+            bid = branches[seg.branch][0]
             rows = (
                 (db or self._db)
                 .execute(
-                    _READ_ASC if order == "asc" else _READ_DESC,
-                    (event_id(bid, seg.lo), event_id(bid, hi), limit - len(out)),
+                    sql, (event_id(bid, seg.lo), event_id(bid, seg.hi or 0), rng.limit - len(out))
                 )
                 .fetchall()
             )
-            mask = (1 << SEQ_BITS) - 1
             out += [
                 decode_event(
                     r[4],
@@ -285,7 +276,7 @@ class SQLiteCore:
                 )
                 for r in rows
             ]
-            if len(out) >= limit:
+            if len(out) >= rng.limit:
                 break
         return out
 
@@ -294,12 +285,9 @@ class SQLiteCore:
         tenant_id: str,
         session_id: str,
         branch: str,
-        after_seq: int,
-        before_seq: int | None,
-        limit: int,
-        order: Order,
+        ranges: tuple[SeqRange, ...],
         db: sqlite3.Connection | None = None,
-    ) -> list[Event]:
+    ) -> list[list[Event]]:
         conn = db or self._db
         conn.execute("BEGIN")  # one snapshot for the branch table and the events
         try:
@@ -307,28 +295,13 @@ class SQLiteCore:
             branches = self._branches(sid, conn)
             if branch not in branches:
                 raise BranchNotFound(f"branch {branch!r} not found")
-            return self._read_view(
-                branches,
-                branch,
-                after_seq=after_seq,
-                before_seq=before_seq,
-                limit=limit,
-                order=order,
-                db=conn,
-            )
+            return [self._read_view(branches, branch, rng, db=conn) for rng in ranges]
         finally:
             conn.execute("COMMIT")
 
     def _read_inline(
-        self,
-        tenant_id: str,
-        session_id: str,
-        branch: str,
-        after_seq: int,
-        before_seq: int | None,
-        limit: int,
-        order: Order,
-    ) -> list[Event] | None:
+        self, tenant_id: str, session_id: str, branch: str, ranges: tuple[SeqRange, ...]
+    ) -> list[list[Event]] | None:
         """A small read on the caller's thread, or ``None`` to use the worker thread.
 
         WAL readers never wait for writers, so a read of a few dozen events costs less
@@ -337,12 +310,14 @@ class SQLiteCore:
         once and the worker thread does the read instead.
         """
         reader = self._reader
-        if reader is None or limit > INLINE_READ_LIMIT or not self._reader_lock.acquire(False):
+        if (
+            reader is None
+            or sum(r.limit for r in ranges) > INLINE_READ_LIMIT
+            or not self._reader_lock.acquire(False)
+        ):
             return None
         try:
-            return self._read(
-                tenant_id, session_id, branch, after_seq, before_seq, limit, order, reader
-            )
+            return self._read(tenant_id, session_id, branch, ranges, reader)
         except sqlite3.OperationalError as exc:
             if reader.in_transaction:
                 reader.rollback()

@@ -1,4 +1,4 @@
-"""PostgreSQL schema versions and the row-level security check. Used by ``postgres.py``.
+"""PostgreSQL schema versions and the row-level security check. Used by ``store.py``.
 
 Migrations are the numbered files in ``store/migrations/postgres``, applied by the shared
 rule in :mod:`chatstate.store.migrations`: all pending ones in one transaction, holding a
@@ -12,7 +12,7 @@ import logging
 from datetime import UTC, datetime
 
 from chatstate.errors import ValidationError
-from chatstate.store._pg_pool import Conn
+from chatstate.store.backends.postgres.pool import Conn
 from chatstate.store.migrations import load_migrations, plan
 from chatstate.store.rules import to_us
 

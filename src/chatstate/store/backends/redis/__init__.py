@@ -1,0 +1,2 @@
+"""Redis and Redis Cluster backend, and the Redis tier (``[redis]`` extra). See :mod:`.store`
+and :mod:`.tiered`."""

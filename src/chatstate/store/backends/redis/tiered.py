@@ -1,0 +1,498 @@
+"""The Redis hot tier: any store as the system of record, Redis caching each active
+session's recent window. Opened by ``open_store(url, cache_url="redis://...")``.
+
+What is cached: per session and branch, the newest ``window`` events of the branch's view,
+so ``read_last`` and tail reads skip the system of record. Everything else goes straight
+to the system of record.
+
+Writes go to the system of record **first**; the cache is told afterwards, in one Lua
+script: an append extends the window when it directly follows it and drops it otherwise;
+create, delete and ``set_ttl`` drop every window of the session. Every such script also
+bumps the session's generation, and a window is filled from the system of record only if
+the generation did not move since the fill began, so a slow reader can never put back a
+window older than a write that finished meanwhile.
+
+Failures. A window is served only while it is younger than ``lease`` (default 5 s, by
+Redis's clock), counted from a moment before which it is known to hold every write. When
+a writer cannot tell the cache about its write (Redis unreachable, timed out), it waits
+until that lease has run out before it acknowledges, so no reader anywhere can be served a
+window that lacks an acknowledged write. It skips the wait only when Redis refused the
+connection and the cache server keeps no data across restarts (checked at start). Reads
+fall back to the system of record whenever Redis fails; nothing raises because of the
+cache, and nothing is ever only in the cache.
+
+All writers of a session must go through a ``TieredStore`` on the same cache (several
+processes may); a write made directly on the system of record is not seen by the cache
+until the window's lease runs out.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import time
+from collections.abc import Awaitable, Callable, Mapping, Sequence
+from typing import Any, cast
+
+from redis.commands.core import AsyncScript
+from redis.exceptions import ResponseError
+
+from chatstate.errors import ChatstateError, SessionNotFound
+from chatstate.model import (
+    DEFAULT_BRANCH,
+    AppendResult,
+    Event,
+    JSONValue,
+    NewEvent,
+    Session,
+)
+from chatstate.store.backends.redis import scripts as lua
+from chatstate.store.backends.redis.conn import (
+    DRIVER_ERRORS,
+    RedisClient,
+    connect_client,
+)
+from chatstate.store.backends.redis.conn import (
+    refused as _refused,
+)
+from chatstate.store.codec import decode_event, dumps, encode_appends, loads
+from chatstate.store.front import read_last_via
+from chatstate.store.protocol import Order, Store
+from chatstate.store.rules import (
+    StoreConfig,
+    check_id,
+    check_read,
+    from_us,
+    to_us,
+)
+from chatstate.store.url import redact
+from chatstate.store.wrapper import StoreWrapper
+
+__all__ = ["TieredStore", "open_tiered"]
+
+log = logging.getLogger("chatstate.store.tiered")
+
+_RETRY_AFTER = 1.0  # seconds reads skip Redis after it failed
+
+
+class TieredStore(StoreWrapper):
+    """A :class:`~chatstate.store.protocol.Store` that caches recent windows in Redis.
+
+    ``store`` is the system of record; ``client`` a redis-py asyncio client created with
+    ``decode_responses=True`` (see :func:`chatstate.store.backends.redis.store.connect_client`).
+    ``cache_persists`` says whether the cache server may come back after a restart with
+    old data (``None``: not known yet; it is read from the server once it answers, and
+    counts as yes until then).
+    """
+
+    def __init__(
+        self,
+        store: Store,
+        client: RedisClient,
+        *,
+        config: StoreConfig | None = None,
+        prefix: str = "csc",
+        window: int = 50,
+        lease_seconds: float = 5.0,
+        cache_ttl_seconds: float = 3600.0,
+        cache_persists: bool | None = None,
+        owns_store: bool = True,
+    ) -> None:
+        check_id(prefix, "redis key prefix", max_len=64)
+        if not 1 <= window <= 1000:
+            raise ValueError("window must be between 1 and 1000 events")
+        super().__init__(store, owns_store=owns_store)
+        self._client = client
+        self._config = config or StoreConfig()
+        self._prefix = prefix
+        self._window = window
+        self._lease = lease_seconds
+        self._lease_ms = str(int(lease_seconds * 1000))
+        self._cache_ttl_ms = int(cache_ttl_seconds * 1000)
+        self._keep_ms = str(int(max(60.0, 4 * lease_seconds) * 1000))
+        self._persists = cache_persists
+        self._down_until = 0.0
+        self._scripts: dict[str, AsyncScript] = {
+            name: client.register_script(getattr(lua, name))
+            for name in ("TIER_GET", "TIER_FILL", "TIER_ADVANCE", "TIER_INVALIDATE")
+        }
+
+    @property
+    def client(self) -> RedisClient:
+        return self._client
+
+    # -- the cache, which never raises to the caller -------------------------------------
+
+    def _key(self, tenant_id: str, session_id: str) -> str:
+        return f"{self._prefix}:c:{{{tenant_id}:{session_id}}}"
+
+    def _usable(self) -> bool:
+        return time.monotonic() >= self._down_until
+
+    def _trip(self, exc: BaseException) -> None:
+        if self._usable():
+            log.warning(
+                "redis cache unavailable (%s: %s); serving from the system of record",
+                type(exc).__name__,
+                exc,
+            )
+        self._down_until = time.monotonic() + _RETRY_AFTER
+
+    async def _run(self, name: str, key: str, args: Sequence[str | int]) -> list[Any]:
+        reply = await self._scripts[name](keys=[key], args=args)
+        result = cast(list[Any], reply)
+        if result and result[0] == "integrity":
+            log.error("redis cache key %s holds another session's data; refusing it", key)
+            raise ChatstateError("the cache returned another session's data; refusing it")
+        return result
+
+    async def _tell(self, call: Callable[[], Awaitable[object]], done_at: float) -> None:
+        """Tell the cache about a write that the system of record has committed.
+
+        One retry on a fresh connection tells a dropped connection from a server that is
+        down. If both fail, wait until no window that could lack the write is served any
+        more, unless the server refused the connection (it is down) and keeps nothing
+        across restarts. The scripts are safe to run twice.
+        """
+        failure: BaseException = RuntimeError("not run")
+        for _ in range(2):
+            try:
+                await call()
+            except (*DRIVER_ERRORS, ChatstateError) as exc:
+                failure = exc
+                continue
+            self._down_until = 0.0
+            return
+        self._trip(failure)
+        if _refused(failure) and self._persists is False:
+            return
+        wait = self._lease - (time.monotonic() - done_at)
+        if wait > 0:
+            log.warning("cache not updated; waiting %.1f s for its lease to run out", wait)
+            await asyncio.sleep(wait)
+
+    async def _invalidate(self, tenant_id: str, session_id: str, done_at: float) -> None:
+        key = self._key(tenant_id, session_id)
+        await self._tell(
+            lambda: self._run("TIER_INVALIDATE", key, [tenant_id, session_id, self._keep_ms]),
+            done_at,
+        )
+
+    def _entry(self, tenant_id: str, session_id: str, event: Event) -> str:
+        body = encode_appends([event.draft()], self._config.limits)[0].body
+        return dumps(
+            [
+                tenant_id,
+                session_id,
+                event.seq,
+                event.branch,
+                to_us(event.created_at),
+                event.token_count,
+                event.idempotency_key,
+                body,
+            ]
+        )
+
+    @staticmethod
+    def _decode(raw: str, tenant_id: str, session_id: str, seq: int) -> Event:
+        doc = loads(raw)
+        if not isinstance(doc, list) or len(doc) != 8:
+            raise ChatstateError("malformed cache entry")
+        tenant, session, r_seq, branch, created, tokens, key, body = doc
+        if tenant != tenant_id or session != session_id:
+            log.error("redis cache returned another session's event; refusing it")
+            raise ChatstateError("the cache returned another session's data; refusing it")
+        if r_seq != seq:
+            raise ChatstateError("cache entry at the wrong position")
+        return decode_event(
+            cast(str, body),
+            seq=seq,
+            branch=cast(str, branch),
+            created_at=from_us(cast(int, created)),
+            token_count=cast(int | None, tokens),
+            idempotency_key=cast(str | None, key),
+        )
+
+    # -- reads ----------------------------------------------------------------------------
+
+    async def read(
+        self,
+        *,
+        tenant_id: str,
+        session_id: str,
+        branch: str = DEFAULT_BRANCH,
+        after_seq: int = 0,
+        before_seq: int | None = None,
+        limit: int = 100,
+        order: Order = "asc",
+    ) -> list[Event]:
+        # The same checks, in the same order, as every backend: a hit must refuse what
+        # the system of record would refuse.
+        check_read(branch, after_seq, before_seq, limit, order, self._config.limits)
+        check_id(tenant_id, "tenant_id")
+        check_id(session_id, "session_id")
+        if self._usable():
+            cached = await self._cached(
+                tenant_id, session_id, branch, after_seq, before_seq, limit, order
+            )
+            if cached is not None:
+                return cached
+        return await self._store.read(
+            tenant_id=tenant_id,
+            session_id=session_id,
+            branch=branch,
+            after_seq=after_seq,
+            before_seq=before_seq,
+            limit=limit,
+            order=order,
+        )
+
+    async def read_last(
+        self, *, tenant_id: str, session_id: str, branch: str = DEFAULT_BRANCH, n: int
+    ) -> list[Event]:
+        return await read_last_via(self, tenant_id, session_id, branch, n)
+
+    async def _cached(
+        self,
+        tenant_id: str,
+        session_id: str,
+        branch: str,
+        after_seq: int,
+        before_seq: int | None,
+        limit: int,
+        order: Order,
+    ) -> list[Event] | None:
+        """The answer from the cache, filling it on a miss; ``None`` to ask the store."""
+        key = self._key(tenant_id, session_id)
+        before = "" if before_seq is None else before_seq
+        args: list[str | int] = [tenant_id, session_id, branch, after_seq, before, limit, order]
+        try:
+            reply = await self._run("TIER_GET", key, [*args, self._lease_ms])
+            if self._persists is None:
+                self._persists = await _cache_persists(self._client)
+        except DRIVER_ERRORS as exc:
+            self._trip(exc)
+            return None
+        if reply[0] == "hit":
+            exp, first, last = str(reply[1]), int(reply[2]), int(reply[3])
+            if exp and int(exp) <= to_us(self._config.clock()):
+                return None  # (maybe) expired: let the store give the exact answer
+            raws = cast(list[str | None], reply[4] if len(reply) > 4 else [])
+            if any(raw is None for raw in raws):
+                return None
+            events = [
+                self._decode(cast(str, raw), tenant_id, session_id, seq)
+                for seq, raw in zip(range(first, last + 1), raws, strict=True)
+            ]
+            if order == "desc":
+                events.reverse()
+            return events
+        if reply[0] == "short" or before_seq is not None:
+            return None  # older history than the window holds: the store answers
+        window = await self._fill(tenant_id, session_id, branch, str(reply[1]), int(reply[2]))
+        if window is None:
+            return None
+        head = window[-1].seq if window else 0
+        low = window[0].seq if window else 1
+        lo = after_seq + 1
+        if lo > head:
+            return []
+        bottom = max(lo, head - limit + 1) if order == "desc" else lo
+        if bottom < low:
+            return None  # the page reaches below the window
+        if order == "desc":
+            return [e for e in reversed(window) if e.seq >= bottom]
+        return [e for e in window if e.seq >= lo][:limit]
+
+    async def _fill(
+        self, tenant_id: str, session_id: str, branch: str, gen: str, stamp_ms: int
+    ) -> list[Event] | None:
+        """Read the window from the store and put it in the cache (if nothing moved)."""
+        session = await self._store.get_session(tenant_id=tenant_id, session_id=session_id)
+        window = await self._store.read_last(
+            tenant_id=tenant_id, session_id=session_id, branch=branch, n=self._window
+        )
+        exp = "" if session.expires_at is None else str(to_us(session.expires_at))
+        ttl = "" if session.ttl_seconds is None else str(int(session.ttl_seconds * 1_000_000))
+        key_ttl = self._cache_ttl_ms
+        if session.expires_at is not None:
+            left = (session.expires_at - self._config.clock()).total_seconds()
+            key_ttl = max(1000, min(key_ttl, int(left * 1000) + 1000))
+        args: list[str | int] = [
+            tenant_id,
+            session_id,
+            branch,
+            gen,
+            stamp_ms,
+            window[-1].seq if window else 0,
+            window[0].seq if window else 1,
+            exp,
+            ttl,
+            self._lease_ms,
+            key_ttl,
+        ]
+        try:
+            for event in window:
+                args += [event.seq, self._entry(tenant_id, session_id, event)]
+        except ChatstateError:
+            return window  # an event the codec refuses today: serve it, do not cache it
+        try:
+            await self._run("TIER_FILL", self._key(tenant_id, session_id), args)
+        except DRIVER_ERRORS as exc:
+            self._trip(exc)
+        return window
+
+    # -- writes: the system of record first, then the cache --------------------------------
+
+    async def append(
+        self,
+        *,
+        tenant_id: str,
+        session_id: str,
+        events: Sequence[NewEvent],
+        branch: str = DEFAULT_BRANCH,
+        expected_seq: int | None = None,
+        idempotency_key: str | None = None,
+    ) -> AppendResult:
+        began = time.monotonic()
+        now_us = to_us(self._config.clock())
+        try:
+            result = await self._store.append(
+                tenant_id=tenant_id,
+                session_id=session_id,
+                events=events,
+                branch=branch,
+                expected_seq=expected_seq,
+                idempotency_key=idempotency_key,
+            )
+        except ChatstateError as exc:
+            if exc.status >= 500:  # the outcome is unknown: forget what we hold
+                await self._invalidate(tenant_id, session_id, time.monotonic())
+            raise
+        if result.replayed:
+            return result
+        done_at = time.monotonic()
+        tail = result.events[-self._window :]
+        args: list[str | int] = [
+            tenant_id,
+            session_id,
+            result.branch,
+            result.first_seq,
+            result.last_seq,
+            int((done_at - began) * 1000) + 1,
+            self._lease_ms,
+            self._window,
+            now_us,
+            self._cache_ttl_ms,
+        ]
+        try:
+            for event in tail:
+                args += [event.seq, self._entry(tenant_id, session_id, event)]
+        except ChatstateError:
+            await self._invalidate(tenant_id, session_id, done_at)
+            return result
+        key = self._key(tenant_id, session_id)
+        await self._tell(lambda: self._run("TIER_ADVANCE", key, args), done_at)
+        return result
+
+    async def create_session(
+        self,
+        *,
+        tenant_id: str,
+        session_id: str | None = None,
+        user_id: str | None = None,
+        metadata: Mapping[str, JSONValue] | None = None,
+        ttl_seconds: float | None = None,
+    ) -> Session:
+        session = await self._store.create_session(
+            tenant_id=tenant_id,
+            session_id=session_id,
+            user_id=user_id,
+            metadata=metadata,
+            ttl_seconds=ttl_seconds,
+        )
+        # A session of that id may have expired and been purged: forget its windows.
+        await self._invalidate(tenant_id, session.id, time.monotonic())
+        return session
+
+    async def set_ttl(
+        self, *, tenant_id: str, session_id: str, ttl_seconds: float | None
+    ) -> Session:
+        session = await self._store.set_ttl(
+            tenant_id=tenant_id, session_id=session_id, ttl_seconds=ttl_seconds
+        )
+        await self._invalidate(tenant_id, session_id, time.monotonic())
+        return session
+
+    async def delete_session(self, *, tenant_id: str, session_id: str) -> None:
+        await self._store.delete_session(tenant_id=tenant_id, session_id=session_id)
+        await self._invalidate(tenant_id, session_id, time.monotonic())
+
+    async def delete_sessions(self, *, tenant_id: str, user_id: str | None = None) -> int:
+        """Delete session by session (each through :meth:`delete_session`, so each cache
+        entry goes too), then let the store delete what listing does not show (expired
+        sessions)."""
+        deleted = 0
+        while True:
+            page = await self._store.list_sessions(tenant_id=tenant_id, user_id=user_id, limit=500)
+            if not page.items:
+                break
+            for session in page.items:
+                try:
+                    await self.delete_session(tenant_id=tenant_id, session_id=session.id)
+                    deleted += 1
+                except SessionNotFound:
+                    continue
+        return deleted + await self._store.delete_sessions(tenant_id=tenant_id, user_id=user_id)
+
+    # -- everything else is the system of record's (StoreWrapper) -------------------------
+
+    async def close(self) -> None:
+        try:
+            await self._client.aclose()
+        finally:
+            if self._owns_store:
+                await self._store.close()
+
+
+async def _cache_persists(client: RedisClient) -> bool | None:
+    """Whether the cache server keeps data across a restart: ``None`` when it cannot be
+    reached (ask again later), ``True`` when it forbids ``CONFIG`` (assume the worst)."""
+    try:
+        settings: dict[str, str] = {}
+        for name in ("appendonly", "save"):
+            got = cast(dict[str, str], await client.config_get(name))
+            settings[name] = got.get(name, "")
+    except ResponseError:
+        return True
+    except DRIVER_ERRORS:
+        return None
+    return settings["appendonly"] == "yes" or bool(settings["save"])
+
+
+async def open_tiered(store: Store, cache_url: str, config: StoreConfig) -> TieredStore:
+    """Wrap ``store`` (the system of record) in the Redis hot tier at ``cache_url``.
+
+    URL parameters of our own: ``prefix`` (default ``csc``), ``window`` (events per
+    branch, default 50), ``lease`` (seconds, default 5). A cache that cannot be reached at
+    start is not an error: reads use the store until it answers.
+    """
+    client, ours = connect_client(cache_url, socket_timeout=0.5, connect_timeout=0.5)
+    persists = await _cache_persists(client)
+    if persists is None:
+        log.warning("redis cache at %s is not reachable yet; using the store", redact(cache_url))
+    elif persists:
+        log.warning(
+            "redis cache at %s keeps data across restarts (or its settings are unreadable); "
+            "a write that cannot update it waits out the window lease before it returns",
+            redact(cache_url),
+        )
+    return TieredStore(
+        store,
+        client,
+        config=config,
+        prefix=ours.get("prefix", "csc"),
+        window=int(ours.get("window", "50")),
+        lease_seconds=float(ours.get("lease", "5")),
+        cache_persists=persists,
+    )

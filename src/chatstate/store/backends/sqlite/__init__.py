@@ -1,0 +1,1 @@
+"""SQLite backend (embedded default). See :mod:`.store`."""
