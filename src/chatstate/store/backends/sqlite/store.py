@@ -118,6 +118,8 @@ class SQLiteStore(SQLiteCore):
             (sid, DEFAULT_BRANCH, now_us),
         )
         db.execute("COMMIT")
+        if row is not None:  # an expired session was erased on the way
+            self._checkpoint()
         return Session(
             tenant_id=new.tenant_id,
             id=new.session_id,
@@ -211,6 +213,8 @@ class SQLiteStore(SQLiteCore):
         for sid in sids:
             self._delete_sid(sid)
         db.execute("COMMIT")
+        if sids:
+            self._checkpoint()
         return len(sids)
 
     async def _p_delete(self, tenant_id: str, session_id: str) -> bool:
