@@ -273,13 +273,12 @@ def assemble(
     turns, excluded = group_turns(
         request.tail, count=count, max_event_tokens=max_event, stored=request.stored_counts
     )
-    recent, picked, spent = _fill(draft, turns, request, policy, count)
+    recent, picked, spent, retrieved = _fill(draft, turns, request, policy, count)
 
     body: list[Message] = []
     if picked:
-        text = _excerpts(picked, request.dates)
-        body.append(_system(text))
-        draft.sections["retrieved"] = count(text) + MESSAGE_OVERHEAD
+        body.append(_system(_excerpts(picked, request.dates)))
+        draft.sections["retrieved"] = retrieved
     for turn in recent:
         body += [_chat_message(e) for e in turn.events]
     draft.sections["recent"] = spent
@@ -394,7 +393,7 @@ def _fill(
     request: ContextRequest,
     policy: ContextPolicy,
     count: Callable[[str], int],
-) -> tuple[list[Turn], Picked, int]:
+) -> tuple[list[Turn], Picked, int, int]:
     """Recent turns newest first up to the recent window's first claim, retrieved
     messages in the room that leaves, then what retrieval left unused to recent turns."""
     left, budget = draft.left, draft.budget
@@ -445,9 +444,14 @@ def _fill(
 
     # Counting the joined text can differ from the sum of its parts: drop the weakest
     # excerpts until the real count fits (the budget is a hard limit).
-    while picked and spent + count(_excerpts(picked, request.dates)) + MESSAGE_OVERHEAD > left:
+    exact = 0
+    while picked:
+        exact = count(_excerpts(picked, request.dates)) + MESSAGE_OVERHEAD
+        if spent + exact <= left:
+            break
         picked.remove(min(picked, key=lambda p: (p[1], p[0].seq)))
-    return recent, picked, spent
+        exact = 0
+    return recent, picked, spent, exact
 
 
 def _pack(
@@ -483,23 +487,32 @@ def _pack(
 
     query = set(tokenize(event_text(request.current), stem=True)) if request.current else set()
     hits: list[tuple[Event, float]] = []
+    cuts = 0
     for turn, score in request.candidates:
-        if len(hits) >= limit:
+        if len(hits) >= limit or room - cost < _MIN_LINE:
             break
         if any(e.seq in exclude or e.seq in chosen for e in turn.events):
             continue
         events = list(turn.events)
         if 0 < policy.sentences_after <= len(hits) and len(events) == 1:
             events = [_cut(events[0], query) or events[0]]
-        if all(take(e, score) for e in events):
+        saved_cost, saved_labels = cost, set(labels)
+        taken: list[Event] = []
+        for e in events:
+            if not take(e, score):
+                break
+            taken.append(e)
+        if len(taken) == len(events):
             hits += [(e, score) for e in events]
             continue
-        for e in events:
-            chosen.pop(e.seq, None)
-        cost = _excerpt_cost(list(chosen.values()), dates, count) if chosen else 0
-        cost = cost or _header_cost(count)
-        if len(events) == 1 and (cut := _cut(events[0], query)) is not None and take(cut, score):
-            hits.append((cut, score))
+        for e in taken:
+            del chosen[e.seq]
+        cost = saved_cost
+        labels.intersection_update(saved_labels)
+        if len(events) == 1 and cuts < _MAX_CUTS and room - cost >= 2 * _MIN_LINE:
+            cuts += 1
+            if (cut := _cut(events[0], query)) is not None and take(cut, score):
+                hits.append((cut, score))
     if policy.neighbours:
         for event, score in hits:
             for near in request.neighbours.get(event.seq, ()):
@@ -509,6 +522,10 @@ def _pack(
 
 
 _SENTENCE = re.compile(r"(?<=[.!?])\s+")
+_MIN_LINE = 12
+"""Tokens under which no more retrieved message is tried (a line costs more)."""
+_MAX_CUTS = 4
+"""Hits tried cut to their sentences per build, at most (each cut tokenizes the hit)."""
 _CUT = "_chatstate_cut"
 """Marks a retrieved message that was cut to its matching sentences (never stored)."""
 

@@ -257,9 +257,7 @@ class ContextEngine:
         if current is not None and (
             summary is not None or uncovered is not None or _tokens(tail) > budget // 2
         ):
-            candidates, near, dates = await self._retrieve(
-                key, events, event_text(current), policy
-            )
+            candidates, near, dates = await self._retrieve(key, events, event_text(current), policy)
         prefix_key = (*key, model)
         request = ContextRequest(
             model=model,
