@@ -211,6 +211,8 @@ class SQLiteStore(SQLiteCore):
         for sid in sids:
             self._delete_sid(sid)
         db.execute("COMMIT")
+        if sids:
+            self._checkpoint()
         return len(sids)
 
     async def _p_delete(self, tenant_id: str, session_id: str) -> bool:
