@@ -414,9 +414,15 @@ class EncryptedStore:
         metadata: Mapping[str, str | int | float | bool] | None = None,
         limit: int = 50,
         cursor: str | None = None,
+        include_expired: bool = False,
     ) -> Page[Session]:
         return await self.inner.list_sessions(
-            tenant_id=tenant_id, user_id=user_id, metadata=metadata, limit=limit, cursor=cursor
+            tenant_id=tenant_id,
+            user_id=user_id,
+            metadata=metadata,
+            limit=limit,
+            cursor=cursor,
+            include_expired=include_expired,
         )
 
     async def set_ttl(
