@@ -13,6 +13,7 @@ import httpx
 import pytest
 
 from chatstate.cli.main import main
+from chatstate.context.engine import ContextEngine
 from chatstate.errors import BackendUnavailable, NotFound
 from chatstate.model import NewEvent
 from chatstate.server import ServerConfig, create_app, create_key
@@ -290,3 +291,29 @@ async def test_postgres_keeps_no_erased_text_in_any_table() -> None:
             assert holding == []
     finally:
         await drop_schema(schema)
+
+
+async def test_every_worker_drops_cached_text_of_an_erased_session(tmp_path: Path) -> None:
+    """Two workers (engines) over one database: the session is erased through the other
+    one, then created again with the same id; this worker's next build uses nothing it
+    cached about the erased one (here its system prompt, read once per process)."""
+    store = await SQLiteStore.open(tmp_path / "db.sqlite")
+    try:
+        here, there = ContextEngine(store, tail_limit=10), ContextEngine(store, tail_limit=10)
+        old = [NewEvent.message("system", MARK + "system")]
+        old += [NewEvent.message("user", f"{MARK}question {i}") for i in range(12)]
+        await store.create_session(tenant_id=T, session_id="s")
+        await store.append(tenant_id=T, session_id="s", events=old)
+        built = await here.build("s", "hello", tenant_id=T)
+        assert any(MARK in str(m.get("content")) for m in built.messages)
+        await erase(store, T, session_id="s")
+        await there.forget(T, "s")  # only the worker that served the erase is told
+        await store.create_session(tenant_id=T, session_id="s")
+        new = [NewEvent.message("system", "be brief")]
+        new += [NewEvent.message("user", f"other {i}") for i in range(14)]
+        await store.append(tenant_id=T, session_id="s", events=new)
+        again = await here.build("s", "hello", tenant_id=T)
+        assert not any(MARK in str(m.get("content")) for m in again.messages)
+        assert MARK not in repr(vars(here))
+    finally:
+        await store.close()
