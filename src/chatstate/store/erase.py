@@ -91,15 +91,20 @@ async def erase_responses(store: Store, tenant_id: str, session_id: str | None =
 async def purge_expired(store: Store) -> int:
     """The TTL purge: response logs of expired or vanished sessions, then the store's own
     ``purge_expired`` (expired sessions, stale idempotency records). Returns the number
-    of sessions the store purged."""
+    of sessions the store purged. Costs one ``get_session`` per distinct owner of a
+    stored response log."""
     cursor: str | None = None
+    gone: dict[str, bool] = {}  # owner -> expired or missing, looked up once per purge
     while True:
         page = await store.list_sessions(
             tenant_id=RESPONSES_TENANT, limit=_PAGE, cursor=cursor, include_expired=True
         )
         for item in page.items:
-            tenant, _, owner = str(item.metadata.get("owner", "")).partition("/")
-            if await _owner_gone(store, tenant, owner):
+            owner = str(item.metadata.get("owner", ""))
+            if owner not in gone:
+                tenant, _, session_id = owner.partition("/")
+                gone[owner] = await _owner_gone(store, tenant, session_id)
+            if gone[owner]:
                 with suppress(NotFound):
                     await store.delete_session(tenant_id=RESPONSES_TENANT, session_id=item.id)
         if page.next_cursor is None:
