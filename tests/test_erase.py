@@ -317,3 +317,17 @@ async def test_every_worker_drops_cached_text_of_an_erased_session(tmp_path: Pat
         assert MARK not in repr(vars(here))
     finally:
         await store.close()
+
+
+@pytest.mark.parametrize("backend", ["memory", "sqlite", "postgres", "redis"])
+async def test_list_sessions_include_expired_on_every_backend(backend: str, tmp_path: Path) -> None:
+    clock = FakeClock()
+    async with require(backend).open(StoreConfig(clock=clock), tmp_path) as store:
+        await store.create_session(tenant_id=T, session_id="old", user_id="u", ttl_seconds=60)
+        await store.create_session(tenant_id=T, session_id="new", user_id="u")
+        clock.advance(61)
+        assert [s.id for s in (await store.list_sessions(tenant_id=T)).items] == ["new"]
+        every = await store.list_sessions(tenant_id=T, user_id="u", include_expired=True)
+        assert sorted(s.id for s in every.items) == ["new", "old"]
+        assert await erase(store, T, user_id="u") == 2
+        assert (await store.list_sessions(tenant_id=T, include_expired=True)).items == ()
