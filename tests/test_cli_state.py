@@ -116,5 +116,6 @@ def test_eval_detectors(db: Path, capsys: pytest.CaptureFixture[str]) -> None:
         "tp": 1, "fp": 0, "fn": 0, "precision": 1.0, "recall": 1.0
     }  # fmt: skip
     assert result["all"]["cases"] == 2 and result["dev"]["cases"] == 1
-    code, out, _ = run(capsys, db, "eval", "detectors", "--cases", str(cases), "--split", "test")
+    code, out, err = run(capsys, db, "eval", "detectors", "--cases", str(cases), "--split", "test")
     assert code == 0 and "test (held out)" in out and "dev (tuned on)" not in out
+    assert "eval detectors: test: 1 cases" in err  # progress on stderr, not in the result

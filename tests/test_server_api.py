@@ -195,8 +195,12 @@ async def test_keys_scopes_and_roles() -> None:
 async def test_dev_mode_and_keys_turn_it_off() -> None:
     async with api(ServerConfig(dev_mode=True, key_cache_seconds=0)) as a:
         assert (await a.client.post("/v1/sessions", json={"id": "s1"})).status_code == 201
+        # Any bearer token is accepted in dev mode: the official client always sends one.
+        dev = {"Authorization": "Bearer dev"}
+        assert (await a.client.get("/v1/sessions/s1", headers=dev)).status_code == 200
         key = await create_key(a.store, tenant="acme", scopes="read")
         assert (await a.client.get("/v1/sessions")).status_code == 401
+        assert (await a.client.get("/v1/sessions", headers=dev)).status_code == 401
         mine = await a.client.get("/v1/sessions", headers=auth(key))
         assert mine.json()["data"] == []  # the dev session lives in tenant "default"
 

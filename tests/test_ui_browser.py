@@ -173,7 +173,7 @@ def test_timeline_lanes_fork_summary_state_and_tools(
 
 
 def test_context_manifest_links_into_the_timeline(admin: Page, server: Seeded, shots: Path) -> None:
-    admin.goto(f"/ui/s/{SESSION}/context?seq=9&budget=200")
+    admin.goto(f"/ui/s/{SESSION}/context?seq=9&budget=600")
     manifest = admin.locator("#manifest")
     assert "Context for message" in manifest.inner_text()
     assert admin.locator("#budget-bar .sec").count() >= 2

@@ -226,7 +226,12 @@ async def eval_detectors(ctx: Context, args: argparse.Namespace) -> int:
     except (ValueError, ValidationError) as exc:
         raise UsageError(f"{path}: {exc}") from exc
     splits = ("all", "dev", "test") if args.split == "all" else (args.split,)
-    results = {split: evaluate([c for c in cases if split in ("all", c.split)]) for split in splits}
+    results = {}
+    for split in splits:
+        chosen = [c for c in cases if split in ("all", c.split)]
+        ctx.err.write(f"eval detectors: {split}: {len(chosen):,} cases from {path}\n")
+        ctx.err.flush()
+        results[split] = evaluate(chosen)
     if ctx.as_json:
         out: dict[str, JSONValue] = {"cases_file": str(path)}
         out.update({split: result.to_dict() for split, result in results.items()})

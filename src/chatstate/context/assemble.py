@@ -23,15 +23,25 @@ prompt and the current message alone do not fit, :class:`TooLarge` is raised.
 
 from __future__ import annotations
 
-import dataclasses
 import hashlib
-import re
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field
-from typing import Literal
 
-from chatstate.context.bm25 import DEFAULT_STOP_WORDS, tokenize
-from chatstate.context.manifest import Manifest, RetrievedTurn, SummaryUse
+from chatstate.context.bm25 import tokenize
+from chatstate.context.excerpts import (
+    MAX_CUTS,
+    MIN_LINE,
+    Picked,
+    cut,
+    date_line,
+    excerpt_cost,
+    excerpts,
+    header_cost,
+    line,
+    runs,
+)
+from chatstate.context.manifest import Manifest, SummaryUse
+from chatstate.context.policy import PRESETS, ContextPolicy, Intent, intent_of, parse_policy
 from chatstate.context.text import event_text
 from chatstate.context.tokens import MESSAGE_OVERHEAD, REPLY_OVERHEAD
 from chatstate.context.turns import Turn, group_turns, partial_note
@@ -51,102 +61,6 @@ __all__ = [
 ]
 
 Message = dict[str, JSONValue]
-
-
-@dataclass(frozen=True, slots=True)
-class ContextPolicy:
-    """How the budget is shared. Shares are fractions of the whole budget.
-
-    With ``adaptive`` (the default) the shares are caps for a *follow-up* (a short message
-    or one that leans on the last turns: the recent window takes most of the budget);
-    for a self-contained *question about the past* retrieval may take everything but
-    ``recent_min_share``, and the summary and state shrink to a third and a half of
-    their shares (see :func:`intent_of`). The manifest's ``reasons`` says which applied.
-    Named presets: :data:`PRESETS` and :func:`parse_policy`.
-    """
-
-    state_share: float = 0.15
-    summary_share: float = 0.15
-    retrieved_share: float = 0.25
-    max_event_share: float = 0.5
-    """An event larger than this share of the budget is excluded as oversized."""
-    retrieve_k: int = 48
-    """Retrieved messages at most (each hit is one message; its neighbours come on top
-    when they fit)."""
-    adaptive: bool = True
-    """Split the budget by what the message needs (see the class docstring)."""
-    recent_min_share: float = 0.1
-    """The recent window's floor when retrieval takes the budget."""
-    neighbours: bool = True
-    """Bring back the message before and after a retrieved one when they fit."""
-    multi_query: bool = False
-    """Also search with the message's names, time phrases and clauses on their own (off by
-    default: on LoCoMo it brought back more messages that only share a name)."""
-    sentences_after: int = 0
-    """Hits ranked past this many are cut to their sentences that share a word with the
-    message, so that more of them fit (0: a hit is cut only when it does not fit whole)."""
-    fill: float = 1.0
-    """Fraction of the budget the context may use (the ``cost`` preset sends less)."""
-
-    def __post_init__(self) -> None:
-        shares = (self.state_share, self.summary_share, self.retrieved_share)
-        if any(s < 0 for s in shares) or sum(shares) > 0.9:
-            raise ValidationError("section shares must be >= 0 and leave 10% for recent turns")
-        if not 0 < self.max_event_share <= 1:
-            raise ValidationError("max_event_share must be in (0, 1]")
-        if not 0 <= self.recent_min_share <= 0.9 or not 0 < self.fill <= 1:
-            raise ValidationError("recent_min_share must be in [0, 0.9] and fill in (0, 1]")
-        if self.retrieve_k < 0:
-            raise ValidationError("retrieve_k must be >= 0")
-
-
-PRESETS: dict[str, ContextPolicy] = {
-    "balanced": ContextPolicy(),
-    "recall": ContextPolicy(
-        state_share=0.1, summary_share=0.05, retrieve_k=96, recent_min_share=0.08
-    ),
-    "cost": ContextPolicy(
-        state_share=0.1, summary_share=0.1, retrieve_k=16, neighbours=False, fill=0.5
-    ),
-}
-"""``balanced`` is the default; ``recall`` gives retrieval more hits and the summary less;
-``cost`` sends at most half the budget, the best hits without their neighbours."""
-
-
-_TRUE = ("true", "1", "yes", "on")
-_FALSE = ("false", "0", "no", "off")
-
-
-def _value(key: str, raw: str, default: object) -> object:
-    if isinstance(default, bool):
-        if raw.lower() not in _TRUE + _FALSE:
-            raise ValidationError(f"policy: {key} needs true or false, got {raw!r}")
-        return raw.lower() in _TRUE
-    try:
-        return int(raw) if isinstance(default, int) else float(raw)
-    except ValueError as exc:
-        raise ValidationError(f"policy: {key} needs a number, got {raw!r}") from exc
-
-
-def parse_policy(text: str) -> ContextPolicy:
-    """A policy from ``"preset"``, ``"FIELD=VALUE,..."`` or ``"preset,FIELD=VALUE,..."``
-    (:class:`ValidationError` for an unknown preset or field, or a bad value)."""
-    fields = {f.name: f.default for f in dataclasses.fields(ContextPolicy)}
-    base = ContextPolicy()
-    values: dict[str, object] = {}
-    for index, item in enumerate(filter(None, (s.strip() for s in text.split(",")))):
-        key, eq, raw = item.partition("=")
-        key, raw = key.strip(), raw.strip()
-        if not eq and index == 0 and key in PRESETS:
-            base = PRESETS[key]
-            continue
-        if key not in fields or not raw:
-            raise ValidationError(
-                f"policy: expected a preset ({', '.join(PRESETS)}) then FIELD=VALUE "
-                f"with FIELD in {', '.join(fields)}; got {item!r}"
-            )
-        values[key] = _value(key, raw, fields[key])
-    return dataclasses.replace(base, **values)  # type: ignore[arg-type]
 
 
 @dataclass(frozen=True, slots=True)
@@ -217,30 +131,6 @@ def _digest(message: Message) -> str:
     return hashlib.sha256(repr(sorted(message.items())).encode()).hexdigest()[:16]
 
 
-Intent = Literal["past", "follow-up", "recent", "fixed"]
-_WORD = re.compile(r"[^\W_]+")
-_LEANS = frozenset(
-    "and also so then it that this these those they them ok okay yes no sure thanks".split()
-)
-
-
-def intent_of(text: str, *, retrieved: bool) -> tuple[Intent, str]:
-    """What the message needs, and why: ``past`` (a self-contained question with two
-    content words or more: retrieval first), ``follow-up`` (short, or starting with a
-    word that leans on the last turns: ``and``, ``it``, ``so``, ``what about``...: the
-    recent window first), ``recent`` (nothing was retrieved)."""
-    if not retrieved:
-        return "recent", "nothing older was retrieved"
-    words = _WORD.findall(text.lower())
-    content = [w for w in words if len(w) >= 3 and w not in DEFAULT_STOP_WORDS]
-    if len(content) < 2:
-        return "follow-up", f"a short message ({len(content)} content words)"
-    lead = " ".join(words[:2])
-    if words[0] in _LEANS or lead in ("what about", "how about"):
-        return "follow-up", f"it opens with {words[0]!r}, leaning on the last turns"
-    return "past", f"a self-contained message ({len(content)} content words)"
-
-
 @dataclass(slots=True)
 class _Draft:
     """The sections as they are being filled."""
@@ -273,13 +163,12 @@ def assemble(
     turns, excluded = group_turns(
         request.tail, count=count, max_event_tokens=max_event, stored=request.stored_counts
     )
-    recent, picked, spent = _fill(draft, turns, request, policy, count)
+    recent, picked, spent, retrieved = _fill(draft, turns, request, policy, count)
 
     body: list[Message] = []
     if picked:
-        text = _excerpts(picked, request.dates)
-        body.append(_system(text))
-        draft.sections["retrieved"] = count(text) + MESSAGE_OVERHEAD
+        body.append(_system(excerpts(picked, request.dates)))
+        draft.sections["retrieved"] = retrieved
     for turn in recent:
         body += [_chat_message(e) for e in turn.events]
     draft.sections["recent"] = spent
@@ -305,7 +194,7 @@ def assemble(
         used=sum(draft.sections.values()) + REPLY_OVERHEAD,
         sections=draft.sections,
         verbatim=verbatim,
-        retrieved=_runs(picked),
+        retrieved=runs(picked),
         summary=draft.summary,
         dropped=dropped,
         excluded=tuple((x.seq, x.reason) for x in excluded),
@@ -385,16 +274,13 @@ def _pin_summary(
         draft.summary = SummaryUse(s.seq, s.from_seq, s.to_seq, cut)
 
 
-Picked = list[tuple[Event, float]]
-
-
 def _fill(
     draft: _Draft,
     turns: list[Turn],
     request: ContextRequest,
     policy: ContextPolicy,
     count: Callable[[str], int],
-) -> tuple[list[Turn], Picked, int]:
+) -> tuple[list[Turn], Picked, int, int]:
     """Recent turns newest first up to the recent window's first claim, retrieved
     messages in the room that leaves, then what retrieval left unused to recent turns."""
     left, budget = draft.left, draft.budget
@@ -436,7 +322,7 @@ def _fill(
         seqs = set(turn.seqs)
         if any(e.seq in seqs for e, _ in picked):
             picked = [p for p in picked if p[0].seq not in seqs]
-            cost = _excerpt_cost(picked, request.dates, count)
+            cost = excerpt_cost(picked, request.dates, count)
     recent.reverse()
     draft.reasons["recent"] = (
         f"{spent} tokens: the newest {len(recent)} of {len(turns)} turns "
@@ -445,9 +331,14 @@ def _fill(
 
     # Counting the joined text can differ from the sum of its parts: drop the weakest
     # excerpts until the real count fits (the budget is a hard limit).
-    while picked and spent + count(_excerpts(picked, request.dates)) + MESSAGE_OVERHEAD > left:
+    exact = 0
+    while picked:
+        exact = count(excerpts(picked, request.dates)) + MESSAGE_OVERHEAD
+        if spent + exact <= left:
+            break
         picked.remove(min(picked, key=lambda p: (p[1], p[0].seq)))
-    return recent, picked, spent
+        exact = 0
+    return recent, picked, spent, exact
 
 
 def _pack(
@@ -462,7 +353,7 @@ def _pack(
     sentences that share words with the current message), then their neighbours."""
     chosen: dict[int, tuple[Event, float]] = {}
     labels: set[str] = set()
-    cost = _header_cost(count)
+    cost = header_cost(count)
     dates = request.dates
 
     def take(event: Event, score: float) -> bool:
@@ -470,9 +361,9 @@ def _pack(
         if event.seq in chosen or event.seq in exclude:
             return False
         label = dates.get(event.seq)
-        extra = count(_line(event)) + 1
+        extra = count(line(event)) + 1
         if label is not None and label not in labels:
-            extra += count(_date_line(label)) + 1
+            extra += count(date_line(label)) + 1
         if cost + extra > room:
             return False
         chosen[event.seq] = (event, score)
@@ -483,71 +374,38 @@ def _pack(
 
     query = set(tokenize(event_text(request.current), stem=True)) if request.current else set()
     hits: list[tuple[Event, float]] = []
+    cuts = 0
     for turn, score in request.candidates:
-        if len(hits) >= limit:
+        if len(hits) >= limit or room - cost < MIN_LINE:
             break
         if any(e.seq in exclude or e.seq in chosen for e in turn.events):
             continue
         events = list(turn.events)
         if 0 < policy.sentences_after <= len(hits) and len(events) == 1:
-            events = [_cut(events[0], query) or events[0]]
-        if all(take(e, score) for e in events):
+            events = [cut(events[0], query) or events[0]]
+        saved_cost, saved_labels = cost, set(labels)
+        taken: list[Event] = []
+        for e in events:
+            if not take(e, score):
+                break
+            taken.append(e)
+        if len(taken) == len(events):
             hits += [(e, score) for e in events]
             continue
-        for e in events:
-            chosen.pop(e.seq, None)
-        cost = _excerpt_cost(list(chosen.values()), dates, count) if chosen else 0
-        cost = cost or _header_cost(count)
-        if len(events) == 1 and (cut := _cut(events[0], query)) is not None and take(cut, score):
-            hits.append((cut, score))
+        for e in taken:
+            del chosen[e.seq]
+        cost = saved_cost
+        labels.intersection_update(saved_labels)
+        if len(events) == 1 and cuts < MAX_CUTS and room - cost >= 2 * MIN_LINE:
+            cuts += 1
+            if (short := cut(events[0], query)) is not None and take(short, score):
+                hits.append((short, score))
     if policy.neighbours:
         for event, score in hits:
             for near in request.neighbours.get(event.seq, ()):
                 take(near, score / 2)
     picked = list(chosen.values())
     return picked, (cost if picked else 0)
-
-
-_SENTENCE = re.compile(r"(?<=[.!?])\s+")
-_CUT = "_chatstate_cut"
-"""Marks a retrieved message that was cut to its matching sentences (never stored)."""
-
-
-def _cut(event: Event, query: set[str]) -> Event | None:
-    """``event`` cut to its sentences that share a word with the query, or ``None``."""
-    sentences = _SENTENCE.split(event_text(event))
-    kept = [s for s in sentences if query.intersection(tokenize(s, stem=True))]
-    if not kept or len(kept) == len(sentences):
-        return None
-    data = {**event.data, _CUT: True}
-    return dataclasses.replace(event, content=" ... ".join(kept), tool_calls=(), data=data)
-
-
-def _runs(picked: Picked) -> tuple[RetrievedTurn, ...]:
-    """Retrieved messages as runs of consecutive seqs, each with its best score and the
-    seqs that were cut to some of their sentences."""
-    out: list[RetrievedTurn] = []
-    seqs: list[int] = []
-    cut: list[int] = []
-    best = 0.0
-    for event, score in sorted(picked, key=lambda p: p[0].seq):
-        if seqs and event.seq != seqs[-1] + 1:
-            out.append(RetrievedTurn(tuple(seqs), round(best, 4), tuple(cut)))
-            seqs, cut, best = [], [], 0.0
-        seqs.append(event.seq)
-        if event.data.get(_CUT):
-            cut.append(event.seq)
-        best = max(best, score)
-    if seqs:
-        out.append(RetrievedTurn(tuple(seqs), round(best, 4), tuple(cut)))
-    return tuple(out)
-
-
-_HEADER = "Earlier messages relevant to the current one:"
-
-
-def _header_cost(count: Callable[[str], int]) -> int:
-    return count(_HEADER) + MESSAGE_OVERHEAD
 
 
 def _chat_message(event: Event) -> Message:
@@ -557,35 +415,3 @@ def _chat_message(event: Event) -> Message:
         content = message.get("content")
         message["content"] = (content if isinstance(content, str) else "") + note
     return message
-
-
-def _date_line(label: str) -> str:
-    return f"({label})"
-
-
-def _line(event: Event) -> str:
-    return f"[#{event.seq}] {event.role}: {event_text(event)}"
-
-
-def _excerpts(picked: Picked, dates: Mapping[int, str]) -> str:
-    lines = [_HEADER]
-    shown: str | None = None
-    for event, _ in sorted(picked, key=lambda p: p[0].seq):
-        label = dates.get(event.seq)
-        if label is not None and label != shown:
-            lines.append(_date_line(label))
-            shown = label
-        lines.append(_line(event))
-    return "\n".join(lines)
-
-
-def _excerpt_cost(picked: Picked, dates: Mapping[int, str], count: Callable[[str], int]) -> int:
-    """An upper estimate of the retrieved section's tokens (checked exactly at the end)."""
-    if not picked:
-        return 0
-    labels = {dates[e.seq] for e, _ in picked if e.seq in dates}
-    return (
-        _header_cost(count)
-        + sum(count(_line(e)) + 1 for e, _ in picked)
-        + sum(count(_date_line(label)) + 1 for label in labels)
-    )

@@ -1,9 +1,12 @@
 """The context engine: reads what one turn needs from the store and assembles it.
 
 Per turn it reads a bounded window (the newest events back to the newest summary, at most
-about twice the budget's worth or ``tail_limit`` events, the state document,
-the few retrieved turns), never the whole history, so its cost follows the window and
-not the conversation. The decisions are made by the pure :func:`assemble`.
+about twice the budget's worth or ``tail_limit`` events) and the state document, never the
+whole history, so its cost follows the window and not the conversation. Retrieval keeps
+one in-process index per active branch (at most ``max_sessions``): a document per chat
+message, holding the message too, so hits and their neighbours cost no read (memory about
+the size of the indexed text; :meth:`ContextEngine.forget` drops it). The decisions are
+made by the pure :func:`assemble`.
 
 Compaction runs off the request path: when turns no longer fit, the engine schedules a
 background task that folds the previous summary and the oldest turns into a new

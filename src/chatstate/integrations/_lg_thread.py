@@ -10,6 +10,8 @@ grows with the new messages, not with the whole state at every step.
 from __future__ import annotations
 
 import base64
+import hashlib
+import re
 from collections.abc import Mapping
 from dataclasses import dataclass, field
 from typing import cast
@@ -17,11 +19,31 @@ from typing import cast
 from chatstate import Event
 from chatstate.model import JSONValue
 
-__all__ = ["MARK", "Blob", "CheckpointRecord", "ThreadView", "Typed", "pack", "unpack"]
+__all__ = [
+    "MARK",
+    "MISSING",
+    "Blob",
+    "CheckpointRecord",
+    "ThreadView",
+    "Typed",
+    "pack",
+    "session_id_of",
+    "unpack",
+]
 
 MARK = "langgraph"
 Typed = tuple[str, bytes]
 Version = str | int | float
+_ID = re.compile(r"[A-Za-z0-9._@+-]{1,128}\Z")
+MISSING = object()
+"""A channel with no stored value at a version."""
+
+
+def session_id_of(thread_id: str) -> str:
+    """The chatstate session id of a thread: itself when it is a valid id, else a hash."""
+    if _ID.match(thread_id):
+        return thread_id
+    return "lg-" + hashlib.sha256(thread_id.encode()).hexdigest()[:40]
 
 
 def pack(typed: Typed) -> list[JSONValue]:

@@ -24,14 +24,20 @@ several processes can share a database. Needs ``pip install 'chatstate[langgraph
 from __future__ import annotations
 
 import contextlib
-import hashlib
-import re
 from collections.abc import AsyncIterator, Iterator, Sequence
 from typing import Any, cast
 
 from chatstate import NewEvent, SessionNotFound, Store
 from chatstate.integrations._common import LoopThread, ensure_session, require
-from chatstate.integrations._lg_thread import MARK, Blob, ThreadView, Version, pack
+from chatstate.integrations._lg_thread import (
+    MARK,
+    MISSING,
+    Blob,
+    ThreadView,
+    Version,
+    pack,
+    session_id_of,
+)
 from chatstate.model import JSONValue
 
 require("langgraph.checkpoint.base", "langgraph")
@@ -51,16 +57,8 @@ from langgraph.checkpoint.serde.base import SerializerProtocol  # noqa: E402
 
 __all__ = ["ChatstateSaver"]
 
-_ID = re.compile(r"[A-Za-z0-9._@+-]{1,128}\Z")
 _PAGE = 1000
 _DECODED_CAP = 256
-
-
-def _session_id(thread_id: str) -> str:
-    """The chatstate session id of a thread: itself when it is a valid id, else a hash."""
-    if _ID.match(thread_id):
-        return thread_id
-    return "lg-" + hashlib.sha256(thread_id.encode()).hexdigest()[:40]
 
 
 class ChatstateSaver(BaseCheckpointSaver[int]):
@@ -99,7 +97,7 @@ class ChatstateSaver(BaseCheckpointSaver[int]):
 
     async def _view(self, thread_id: str) -> ThreadView:
         """The thread's view, brought up to date with the events appended since."""
-        sid = _session_id(thread_id)
+        sid = session_id_of(thread_id)
         view = self._views.get(thread_id) or ThreadView(session_id=sid)
         while True:
             try:
@@ -124,7 +122,7 @@ class ChatstateSaver(BaseCheckpointSaver[int]):
             del self._last_list[last]
 
     async def _append(self, thread_id: str, body: dict[str, JSONValue]) -> None:
-        sid = _session_id(thread_id)
+        sid = session_id_of(thread_id)
         event = NewEvent(kind="marker", data={MARK: body})
         try:
             await self.store.append(tenant_id=self.tenant_id, session_id=sid, events=[event])
@@ -140,7 +138,7 @@ class ChatstateSaver(BaseCheckpointSaver[int]):
     def _value(self, thread_id: str, view: ThreadView, ns: str, ch: str, ver: Version) -> Any:
         blob = view.blobs.get((ns, ch, ver))
         if blob is None or blob.empty:
-            return _MISSING
+            return MISSING
         if blob.whole is not None:
             return self.serde.loads_typed(blob.whole)
         return list(self._list(thread_id, view, ns, ch, ver, blob))
@@ -172,7 +170,7 @@ class ChatstateSaver(BaseCheckpointSaver[int]):
         values = {}
         for ch, ver in checkpoint["channel_versions"].items():
             value = self._value(thread_id, view, ns, ch, ver)
-            if value is not _MISSING:
+            if value is not MISSING:
                 values[ch] = value
         stored = view.writes.get((ns, cid), {})
         order = sorted(stored, key=lambda k: (k[0], k[1]))
@@ -368,7 +366,7 @@ class ChatstateSaver(BaseCheckpointSaver[int]):
         self._forget(thread_id)
         with contextlib.suppress(SessionNotFound):
             await self.store.delete_session(
-                tenant_id=self.tenant_id, session_id=_session_id(thread_id)
+                tenant_id=self.tenant_id, session_id=session_id_of(thread_id)
             )
 
     # -- the sync API: only for a saver made by from_url ----------------------------------
@@ -414,13 +412,6 @@ class ChatstateSaver(BaseCheckpointSaver[int]):
 
     def delete_thread(self, thread_id: str) -> None:
         self._sync().run(self._delete(thread_id))
-
-
-class _Missing:
-    pass
-
-
-_MISSING = _Missing()
 
 
 def _config(thread_id: str, ns: str, cid: str) -> RunnableConfig:

@@ -57,7 +57,7 @@ from chatstate.server.errors import ResponseExpired, ResponseNotFound, TurnInPro
 from chatstate.server.inputs import check_messages, limits_of
 from chatstate.server.middleware import Metrics
 from chatstate.server.sse import collect
-from chatstate.server.stream_writer import ChunkWriter, FlushFailed, Record
+from chatstate.server.stream_writer import ChunkWriter, FlushFailed, Record, text_size
 from chatstate.server.streams import ResponseInfo, ResponseLog, Status, Stopped
 from chatstate.store.protocol import Store
 from chatstate.store.rules import check_id, new_session_id, utcnow
@@ -358,7 +358,7 @@ class Gateway:
                     return
                 parsed = json.loads(data)
                 if isinstance(parsed, dict):
-                    yield parsed, _text_size(parsed)
+                    yield parsed, text_size(parsed)
 
     async def _renew(self, rid: str, writer: ChunkWriter) -> None:
         """Flushes carry the lease; only a producer whose upstream has been silent for a
@@ -478,25 +478,6 @@ def _response_id(tenant: str, session_id: str, key: str | None) -> str:
     check_id(key, "Idempotency-Key", max_len=255)
     digest = hashlib.sha256(f"{tenant}\0{session_id}\0{key}".encode()).hexdigest()
     return "resp_" + digest[:32]
-
-
-def _text_size(chunk: Mapping[str, JSONValue]) -> int:
-    """Characters of answer text (content, tool-call arguments) in one chunk: what the
-    writer's size trigger counts, so 4 KB means 4 KB of answer, not of JSON envelopes."""
-    size = 0
-    choices = chunk.get("choices")
-    for choice in choices if isinstance(choices, list) else []:
-        delta = choice.get("delta") if isinstance(choice, dict) else None
-        if not isinstance(delta, dict):
-            continue
-        content = delta.get("content")
-        size += len(content) if isinstance(content, str) else 0
-        calls = delta.get("tool_calls")
-        for call in calls if isinstance(calls, list) else []:
-            function = call.get("function") if isinstance(call, dict) else None
-            args = function.get("arguments") if isinstance(function, dict) else None
-            size += len(args) if isinstance(args, str) else 0
-    return size
 
 
 def _newest(drafts: list[NewEvent]) -> list[NewEvent]:

@@ -35,6 +35,7 @@ __all__ = [
     "Stopped",
     "new_record",
     "record_of",
+    "text_size",
 ]
 
 Status = Literal["done", "error", "cancelled", "incomplete"]
@@ -212,3 +213,22 @@ class ChunkWriter:
                 self._held = records[-1:]
                 records = records[:-1]
             self.live.publish(records)
+
+
+def text_size(chunk: Mapping[str, JSONValue]) -> int:
+    """Characters of answer text (content, tool-call arguments) in one chunk: what the
+    writer's size trigger counts, so 4 KB means 4 KB of answer, not of JSON envelopes."""
+    size = 0
+    choices = chunk.get("choices")
+    for choice in choices if isinstance(choices, list) else []:
+        delta = choice.get("delta") if isinstance(choice, dict) else None
+        if not isinstance(delta, dict):
+            continue
+        content = delta.get("content")
+        size += len(content) if isinstance(content, str) else 0
+        calls = delta.get("tool_calls")
+        for call in calls if isinstance(calls, list) else []:
+            function = call.get("function") if isinstance(call, dict) else None
+            args = function.get("arguments") if isinstance(function, dict) else None
+            size += len(args) if isinstance(args, str) else 0
+    return size

@@ -43,7 +43,7 @@ async def principal_of(request: Request, scope: str = "read") -> Principal:
         principal = DEV_PRINCIPAL
     else:
         raise Unauthorized("log in with an API key")
-    svc.limiter.take(principal.key_id)
+    await svc.limiter.acquire(principal.key_id)
     if not principal.can(scope):
         raise Forbidden(f"this key lacks the {scope!r} scope")
     return principal

@@ -118,6 +118,8 @@ class SQLiteStore(SQLiteCore):
             (sid, DEFAULT_BRANCH, now_us),
         )
         db.execute("COMMIT")
+        if row is not None:  # an expired session was erased on the way
+            self._checkpoint()
         return Session(
             tenant_id=new.tenant_id,
             id=new.session_id,

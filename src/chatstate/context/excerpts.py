@@ -1,0 +1,106 @@
+"""The retrieved section's text: lines per message, dates, runs, sentence cuts. Pure."""
+
+from __future__ import annotations
+
+import dataclasses
+import re
+from collections.abc import Callable, Mapping
+
+from chatstate.context.bm25 import tokenize
+from chatstate.context.manifest import RetrievedTurn
+from chatstate.context.text import event_text
+from chatstate.context.tokens import MESSAGE_OVERHEAD
+from chatstate.model import Event
+
+__all__ = [
+    "HEADER",
+    "MAX_CUTS",
+    "MIN_LINE",
+    "Picked",
+    "cut",
+    "date_line",
+    "excerpt_cost",
+    "excerpts",
+    "header_cost",
+    "line",
+    "runs",
+]
+
+Picked = list[tuple[Event, float]]
+
+_SENTENCE = re.compile(r"(?<=[.!?])\s+")
+MIN_LINE = 12
+"""Tokens under which no more retrieved message is tried (a line costs more)."""
+MAX_CUTS = 4
+"""Hits tried cut to their sentences per build, at most (each cut tokenizes the hit)."""
+_CUT = "_chatstate_cut"
+"""Marks a retrieved message that was cut to its matching sentences (never stored)."""
+
+
+def cut(event: Event, query: set[str]) -> Event | None:
+    """``event`` cut to its sentences that share a word with the query, or ``None``."""
+    sentences = _SENTENCE.split(event_text(event))
+    kept = [s for s in sentences if query.intersection(tokenize(s, stem=True))]
+    if not kept or len(kept) == len(sentences):
+        return None
+    data = {**event.data, _CUT: True}
+    return dataclasses.replace(event, content=" ... ".join(kept), tool_calls=(), data=data)
+
+
+def runs(picked: Picked) -> tuple[RetrievedTurn, ...]:
+    """Retrieved messages as runs of consecutive seqs, each with its best score and the
+    seqs that were cut to some of their sentences."""
+    out: list[RetrievedTurn] = []
+    seqs: list[int] = []
+    cut: list[int] = []
+    best = 0.0
+    for event, score in sorted(picked, key=lambda p: p[0].seq):
+        if seqs and event.seq != seqs[-1] + 1:
+            out.append(RetrievedTurn(tuple(seqs), round(best, 4), tuple(cut)))
+            seqs, cut, best = [], [], 0.0
+        seqs.append(event.seq)
+        if event.data.get(_CUT):
+            cut.append(event.seq)
+        best = max(best, score)
+    if seqs:
+        out.append(RetrievedTurn(tuple(seqs), round(best, 4), tuple(cut)))
+    return tuple(out)
+
+
+HEADER = "Earlier messages relevant to the current one:"
+
+
+def header_cost(count: Callable[[str], int]) -> int:
+    return count(HEADER) + MESSAGE_OVERHEAD
+
+
+def date_line(label: str) -> str:
+    return f"({label})"
+
+
+def line(event: Event) -> str:
+    return f"[#{event.seq}] {event.role}: {event_text(event)}"
+
+
+def excerpts(picked: Picked, dates: Mapping[int, str]) -> str:
+    lines = [HEADER]
+    shown: str | None = None
+    for event, _ in sorted(picked, key=lambda p: p[0].seq):
+        label = dates.get(event.seq)
+        if label is not None and label != shown:
+            lines.append(date_line(label))
+            shown = label
+        lines.append(line(event))
+    return "\n".join(lines)
+
+
+def excerpt_cost(picked: Picked, dates: Mapping[int, str], count: Callable[[str], int]) -> int:
+    """An upper estimate of the retrieved section's tokens (checked exactly at the end)."""
+    if not picked:
+        return 0
+    labels = {dates[e.seq] for e, _ in picked if e.seq in dates}
+    return (
+        header_cost(count)
+        + sum(count(line(e)) + 1 for e, _ in picked)
+        + sum(count(date_line(label)) + 1 for label in labels)
+    )
