@@ -37,6 +37,7 @@ def test_tiny_run_prints_every_system_or_why_not() -> None:
     optional = {
         "agents-sqlite": "agents",
         "langgraph-sqlite": "langgraph.checkpoint.sqlite",
+        "langgraph-chatstate": "langgraph.graph",  # the [langgraph] extra
     }
     for system, module in optional.items():
         installed = importlib.util.find_spec(module.split(".")[0]) is not None

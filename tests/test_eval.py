@@ -268,7 +268,7 @@ def test_cli_eval_context_writes_table_json_and_skips_missing_sets(
     assert main([*argv, "--out", str(out), "--policy", "retrieve_k"]) == 2
     assert main([*argv, "--datasets", "nope"]) == 2
     empty = ["eval", "context", "--datasets-dir", str(tmp_path / "none"), "--out", str(out)]
-    assert main(empty) == 0
+    assert main(empty) == 1  # no data is a failure, never a silent success
     assert "nothing to evaluate" in capsys.readouterr().err
 
 

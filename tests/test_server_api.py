@@ -106,6 +106,13 @@ async def test_branches_context_state_export() -> None:
         assert body["messages"][0]["role"] == "system"
         assert body["messages"][-1] == {"role": "user", "content": "any news?"}
         assert body["manifest"]["budget"] == 500 and body["manifest"]["verbatim"] == [2, 3]
+        for policy, status in (("recall", 200), ("cost,retrieve_k=4", 200), ("nope", 422)):
+            built = await a.client.post(
+                "/v1/sessions/s1/context",
+                json={"message": "any news?", "budget": 500, "policy": policy},
+                headers=h,
+            )
+            assert built.status_code == status, (policy, built.text)
         state = await a.client.get("/v1/sessions/s1/state", headers=h)
         assert state.json()["version"] == 0 and state.headers["etag"] == '"0"'
         put = await a.client.put(

@@ -228,6 +228,17 @@ def _langgraph_sqlite(folder: Path, costs: Costs) -> Driver:
     return LangGraph(SqliteSaver(conn), costs, lambda: _files(path), conn.close)
 
 
+def _langgraph_chatstate(folder: Path, costs: Costs) -> Driver:
+    """The same graph checkpointed by chatstate's own LangGraph adapter on SQLite."""
+    try:
+        from chatstate.integrations.langgraph import ChatstateSaver  # noqa: PLC0415
+    except ImportError as exc:
+        raise Unavailable(f"the [langgraph] extra is not installed ({exc})") from exc
+    path = folder / "chatstate-langgraph.db"
+    saver = ChatstateSaver.from_url(f"sqlite:///{path}")
+    return LangGraph(saver, costs, lambda: _files(path), saver.close)
+
+
 def _langgraph_postgres(url: str, costs: Costs) -> Driver:
     try:
         import psycopg  # noqa: PLC0415 - optional peer
@@ -280,6 +291,9 @@ FACTORIES: dict[str, Callable[[Path, Costs, argparse.Namespace], Factory]] = {
     ),
     "agents-sqlite": lambda folder, costs, _a: lambda: AgentsSession(folder, costs),
     "langgraph-sqlite": lambda folder, costs, _a: lambda: _langgraph_sqlite(folder, costs),
+    "langgraph-chatstate": lambda folder, costs, _a: (
+        lambda: _langgraph_chatstate(folder, costs)
+    ),
     "langgraph-postgres": lambda _f, costs, args: (
         lambda: _langgraph_postgres(args.postgres_url, costs)
     ),

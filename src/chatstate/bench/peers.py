@@ -21,6 +21,9 @@ stored conversation and the new user message, then store the user message and th
   ``invoke`` with the user message, i.e. what a LangGraph chat app does per turn: load
   the latest checkpoint, run the node on the full message list, write the checkpoints.
   The graph's own overhead is included, as it is in such an app.
+* ``langgraph-chatstate``: the same graph checkpointed by chatstate's own adapter,
+  :class:`chatstate.integrations.langgraph.ChatstateSaver` on SQLite (``[langgraph]``
+  extra): the checkpointer swapped, nothing else.
 
 Reported at 10, 100, 1,000, 5,000 and 10,000 turns (LangGraph at most ``--langgraph-max``,
 1,000), each row as soon as a system reaches its size (``--json``: one JSON object a
@@ -62,6 +65,7 @@ SYSTEMS = (
     "chatstate-bounded",
     "agents-sqlite",
     "langgraph-sqlite",
+    "langgraph-chatstate",
     "langgraph-postgres",
 )
 

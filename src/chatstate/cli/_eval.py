@@ -136,8 +136,10 @@ async def eval_context(ctx: Context, args: argparse.Namespace) -> int:
         except DatasetMissing as exc:
             ctx.err.write(f"skipped: {exc}\n")
     if not conversations:
-        ctx.err.write(f"no data set found under {folder}: nothing to evaluate\n")
-        return 0
+        raise CliError(
+            f"no data set found under {folder}: nothing to evaluate "
+            "(--datasets-dir names the folder that holds locomo/, multiwoz21_sample/, ...)"
+        )
     tally = _Tally()
     engine_log = logging.getLogger("chatstate.context")
     engine_log.addHandler(tally)

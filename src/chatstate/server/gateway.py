@@ -40,6 +40,7 @@ from datetime import timedelta
 import httpx
 
 from chatstate.context.engine import ContextEngine
+from chatstate.context.text import event_text
 from chatstate.errors import (
     AlreadyExists,
     ChatstateError,
@@ -140,6 +141,7 @@ class Gateway:
             raise ValidationError("messages must not be empty")
         drafts = [from_openai(m, index=i) for i, m in enumerate(turn.messages)]
         check_messages(drafts, limits_of(self.store))  # before a token is counted
+        drafts, instructions = _instructions(principal, drafts)
         rid = _response_id(tenant, session_id, turn.idempotency_key)
         head, last = await self._head(tenant, session_id, turn.branch, create=(principal, drafts))
         pending = response_of(last) if last and last.role != "assistant" else None
@@ -188,7 +190,7 @@ class Gateway:
             )
         except AlreadyExists:
             return await self.responses.info(tenant, rid)
-        await self._launch(info, turn)
+        await self._launch(info, turn, instructions)
         return info
 
     async def _head(
@@ -257,7 +259,9 @@ class Gateway:
                 raise ResponseExpired(f"response {rid!r} has expired") from None
             raise TurnInProgress("this turn's input is stored but it has not started") from None
 
-    async def _launch(self, info: ResponseInfo, turn: TurnRequest) -> None:
+    async def _launch(
+        self, info: ResponseInfo, turn: TurnRequest, instructions: str | None = None
+    ) -> None:
         self.responses.local.add(info.id)
         try:
             built = await self.engine.build(
@@ -266,6 +270,7 @@ class Gateway:
                 model=turn.model,
                 budget=turn.budget if turn.budget is not None else self.config.context_budget,
                 branch=info.branch,
+                system=instructions,
             )
         except BaseException as exc:
             self.responses.local.discard(info.id)
@@ -478,6 +483,25 @@ def _response_id(tenant: str, session_id: str, key: str | None) -> str:
     check_id(key, "Idempotency-Key", max_len=255)
     digest = hashlib.sha256(f"{tenant}\0{session_id}\0{key}".encode()).hexdigest()
     return "resp_" + digest[:32]
+
+
+def _instructions(
+    principal: Principal, drafts: list[NewEvent]
+) -> tuple[list[NewEvent], str | None]:
+    """A request's leading system/developer messages are its instructions. A key with the
+    ``admin`` scope stores them as any message (on a new session: the session's system
+    prompt). Without it they are not stored and instruct this turn only, as an agent that
+    sends its instructions with every request expects; the rest is the turn's input."""
+    lead = 0
+    while lead < len(drafts) and drafts[lead].kind == "message":
+        if drafts[lead].role not in ("system", "developer"):
+            break
+        lead += 1
+    if lead == 0 or principal.can("admin"):
+        return drafts, None
+    if lead == len(drafts):
+        raise ValidationError("a turn needs a message after its system/developer messages")
+    return drafts[lead:], "\n\n".join(event_text(d) for d in drafts[:lead])
 
 
 def _newest(drafts: list[NewEvent]) -> list[NewEvent]:

@@ -260,6 +260,7 @@ async def build_context(
         budget=body.budget,
         branch=body.branch,
         system=body.system,
+        policy=body.policy,
     )
     messages: list[JSONValue] = list(built.messages)
     return JSONResponse({"messages": messages, "manifest": built.manifest.to_dict()})

@@ -66,6 +66,8 @@ class ContextBody(_Body):
     budget: int | None = Field(default=None, ge=1, le=10_000_000)
     branch: str = Field(default="main", max_length=128, pattern=_ID)
     system: str | None = None
+    policy: str | None = Field(default=None, max_length=200)
+    """A preset (``balanced``, ``recall``, ``cost``) and overrides: ``"recall,retrieve_k=8"``."""
 
 
 class StateBody(_Body):

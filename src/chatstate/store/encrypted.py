@@ -40,14 +40,10 @@ from typing import TYPE_CHECKING, cast
 from chatstate.errors import ChatstateError, IdempotencyMismatch, SeqConflict
 from chatstate.model import (
     AppendResult,
-    Branch,
-    Capabilities,
     Event,
     JSONValue,
     NewEvent,
-    Page,
     SeqRange,
-    Session,
     StateDoc,
     ToolCall,
 )
@@ -55,6 +51,7 @@ from chatstate.store.codec import dumps, encode_appends, encode_state, loads
 from chatstate.store.keys import KeyProvider
 from chatstate.store.protocol import Order, Store
 from chatstate.store.rules import StoreLimits
+from chatstate.store.wrapper import StoreWrapper
 
 if TYPE_CHECKING:
     from cryptography.hazmat.primitives.ciphers.aead import AESGCM
@@ -130,10 +127,12 @@ def _unsealed(e: Event, body: JSONValue) -> Event:
     )
 
 
-class EncryptedStore:
-    """A :class:`Store` that encrypts what it writes to ``inner`` and decrypts what it reads."""
+class EncryptedStore(StoreWrapper):
+    """A :class:`Store` that encrypts what it writes to ``inner`` and decrypts what it reads;
+    every other call passes through (:class:`StoreWrapper`)."""
 
     def __init__(self, inner: Store, keys: KeyProvider) -> None:
+        super().__init__(inner)
         self.inner = inner
         self.keys = keys
         self._ciphers: dict[bytes, AESGCM] = {}
@@ -379,87 +378,3 @@ class EncryptedStore:
             expected_version=expected_version,
         )
         return replace(doc, data=dict(data))
-
-    # -- everything else passes through -------------------------------------------------
-
-    @property
-    def capabilities(self) -> Capabilities:
-        return self.inner.capabilities
-
-    async def create_session(
-        self,
-        *,
-        tenant_id: str,
-        session_id: str | None = None,
-        user_id: str | None = None,
-        metadata: Mapping[str, JSONValue] | None = None,
-        ttl_seconds: float | None = None,
-    ) -> Session:
-        return await self.inner.create_session(
-            tenant_id=tenant_id,
-            session_id=session_id,
-            user_id=user_id,
-            metadata=metadata,
-            ttl_seconds=ttl_seconds,
-        )
-
-    async def get_session(self, *, tenant_id: str, session_id: str) -> Session:
-        return await self.inner.get_session(tenant_id=tenant_id, session_id=session_id)
-
-    async def list_sessions(
-        self,
-        *,
-        tenant_id: str,
-        user_id: str | None = None,
-        metadata: Mapping[str, str | int | float | bool] | None = None,
-        limit: int = 50,
-        cursor: str | None = None,
-        include_expired: bool = False,
-    ) -> Page[Session]:
-        return await self.inner.list_sessions(
-            tenant_id=tenant_id,
-            user_id=user_id,
-            metadata=metadata,
-            limit=limit,
-            cursor=cursor,
-            include_expired=include_expired,
-        )
-
-    async def set_ttl(
-        self, *, tenant_id: str, session_id: str, ttl_seconds: float | None
-    ) -> Session:
-        return await self.inner.set_ttl(
-            tenant_id=tenant_id, session_id=session_id, ttl_seconds=ttl_seconds
-        )
-
-    async def delete_session(self, *, tenant_id: str, session_id: str) -> None:
-        await self.inner.delete_session(tenant_id=tenant_id, session_id=session_id)
-
-    async def delete_sessions(self, *, tenant_id: str, user_id: str | None = None) -> int:
-        return await self.inner.delete_sessions(tenant_id=tenant_id, user_id=user_id)
-
-    async def purge_expired(self) -> int:
-        return await self.inner.purge_expired()
-
-    async def fork(
-        self,
-        *,
-        tenant_id: str,
-        session_id: str,
-        new_branch: str,
-        from_branch: str = "main",
-        at_seq: int | None = None,
-    ) -> Branch:
-        return await self.inner.fork(
-            tenant_id=tenant_id,
-            session_id=session_id,
-            new_branch=new_branch,
-            from_branch=from_branch,
-            at_seq=at_seq,
-        )
-
-    async def list_branches(self, *, tenant_id: str, session_id: str) -> list[Branch]:
-        return await self.inner.list_branches(tenant_id=tenant_id, session_id=session_id)
-
-    async def close(self) -> None:
-        await self.inner.close()
