@@ -21,6 +21,7 @@ from chatstate.cli._render import (
 from chatstate.errors import BranchNotFound, NotFound, SessionNotFound
 from chatstate.model import Event, JSONValue
 from chatstate.openai_format import to_openai
+from chatstate.store.erase import erase
 from chatstate.store.protocol import Store
 
 __all__ = ["delete", "export", "list_sessions", "pages", "show"]
@@ -175,12 +176,12 @@ async def delete(ctx: Context, args: argparse.Namespace) -> int:
     async with opened(ctx) as store:
         if args.id is not None:
             try:
-                await store.delete_session(tenant_id=ctx.tenant, session_id=args.id)
+                await erase(store, ctx.tenant, session_id=args.id)
             except SessionNotFound as exc:
                 raise SessionNotFound(f"session {args.id!r} not found") from exc
             count = 1
         else:
-            count = await store.delete_sessions(tenant_id=ctx.tenant, user_id=args.user_id)
+            count = await erase(store, ctx.tenant, user_id=args.user_id)
     if ctx.as_json:
         print_json(ctx, {"deleted": count})
     elif args.id is not None:

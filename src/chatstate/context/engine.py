@@ -23,6 +23,7 @@ import logging
 from collections import OrderedDict
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field, replace
+from datetime import datetime
 from functools import lru_cache
 from typing import ParamSpec, TypeVar
 
@@ -159,6 +160,9 @@ class ContextEngine:
         the log is append-only, so it is read once per process, not every turn."""
         self._summaries: OrderedDict[_Key, SummaryInput] = OrderedDict()
         """The newest summary seen per branch: found again when the window does not reach it."""
+        self._marks: OrderedDict[_Key, tuple[int, datetime]] = OrderedDict()
+        """The newest event each branch held at its previous build (seq, time): the
+        session's generation, checked on use (see :meth:`_recreated`)."""
 
     # -- writing ------------------------------------------------------------------------
 
@@ -243,6 +247,11 @@ class ContextEngine:
         budget = info.window - info.max_output if budget is None else budget
         key = (tenant_id, session_id, branch)
         events, summary = await self._read_window(key, budget)
+        if await self._recreated(key, events):
+            await self.forget(tenant_id, session_id)
+            events, summary = await self._read_window(key, budget)
+        if events:
+            self._remember(self._marks, key, (events[-1].seq, events[-1].created_at))
         if summary is None:
             summary = await self._remembered_summary(key, events)
         elif self._newer(key, summary):
@@ -287,6 +296,27 @@ class ContextEngine:
         self.stats.builds += 1
         scheduled = self._maybe_compact(key, summary, tail, out, count)
         return BuiltContext(out.messages, out.manifest, scheduled)
+
+    async def _recreated(self, key: _Key, events: list[Event]) -> bool:
+        """Whether the session was erased (and perhaps created again) since this process
+        cached anything about ``key``: the newest event the previous build saw is no
+        longer in the log as it was. Another worker may have served the erase, and
+        :meth:`forget` runs only in that one; this check drops the cached text everywhere
+        else before its next use, with no store call unless the window no longer reaches
+        the remembered event."""
+        mark = self._marks.get(key)
+        if mark is None:
+            return False
+        seq, created = mark
+        if not events or events[-1].seq < seq:
+            return True  # a log never gets shorter
+        seen = next((e for e in events if e.seq == seq), None)
+        if seen is None:
+            found = await self.store.read(
+                tenant_id=key[0], session_id=key[1], branch=key[2], after_seq=seq - 1, limit=1
+            )
+            seen = found[0] if found else None
+        return seen is None or seen.created_at != created
 
     def _newer(self, key: _Key, summary: SummaryInput) -> bool:
         known = self._summaries.get(key)
@@ -558,6 +588,8 @@ class ContextEngine:
             del self._systems[ykey]
         for wkey in [k for k in self._window_sizes if k[:2] == (tenant_id, session_id)]:
             del self._window_sizes[wkey]
+        for mkey in [k for k in self._marks if k[:2] == (tenant_id, session_id)]:
+            del self._marks[mkey]
         doomed = [t for k, t in self._tasks.items() if k[:2] == (tenant_id, session_id)]
         for task in doomed:
             task.cancel()

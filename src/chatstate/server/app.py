@@ -33,6 +33,7 @@ from chatstate.server.routes_state import router as state_router
 from chatstate.server.streams import ResponseLog
 from chatstate.state import StateKeeper
 from chatstate.store.encrypted import EncryptedStore
+from chatstate.store.erase import purge_expired
 from chatstate.store.keys import StaticKeys
 from chatstate.store.protocol import Store
 from chatstate.store.url import open_store, redact
@@ -196,7 +197,7 @@ async def _purge(store: Store) -> None:
     while True:
         await asyncio.sleep(PURGE_EVERY)
         try:
-            removed = await store.purge_expired()
+            removed = await purge_expired(store)
         except ChatstateError:
             log.warning("purging expired sessions failed", exc_info=True)
             continue

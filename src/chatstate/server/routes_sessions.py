@@ -41,7 +41,9 @@ from chatstate.server.views import (
     to_new_event,
     unreadable_line,
 )
+from chatstate.store.erase import erase
 from chatstate.store.protocol import Store
+from chatstate.store.rules import check_id
 
 __all__ = ["router"]
 
@@ -100,10 +102,12 @@ async def get_session(session_id: SessionId, svc: Svc, who: Reader) -> JSONRespo
 
 @router.delete("/sessions/{session_id}", status_code=204)
 async def delete_session(session_id: SessionId, svc: Svc, who: Writer) -> Response:
-    """Hard-delete the session, its branches, state, idempotency records and response logs."""
-    await svc.store.delete_session(tenant_id=who.tenant, session_id=session_id)
-    await svc.gateway.forget(who.tenant, session_id)
-    await svc.responses.delete_for(who.tenant, session_id)
+    """Hard-delete the session, its branches, state, idempotency records and response logs
+    (:func:`chatstate.store.erase.erase`: the logs first, so a retry finishes a failed one)."""
+    try:
+        await erase(svc.store, who.tenant, session_id=session_id)
+    finally:
+        await svc.gateway.forget(who.tenant, session_id)
     return Response(status_code=204)
 
 
@@ -111,22 +115,30 @@ async def delete_session(session_id: SessionId, svc: Svc, who: Writer) -> Respon
 async def delete_user(
     user_id: Annotated[str, Path(max_length=128)], svc: Svc, who: Writer
 ) -> JSONResponse:
-    """Erase every session of one user in the caller's tenant, with their response logs."""
-    deleted = 0
+    """Erase every session of one user in the caller's tenant (expired ones not purged yet
+    included), with their response logs."""
+    check_id(user_id, "user_id")
+    ids = await _session_ids(svc.store, who.tenant, user_id)
+    deleted = await erase(svc.store, who.tenant, user_id=user_id)
+    for session_id in ids:
+        await svc.gateway.forget(who.tenant, session_id)
+    if deleted == 0:
+        raise NotFound(f"no sessions of user {user_id!r}")
+    return JSONResponse({"deleted": deleted})
+
+
+async def _session_ids(store: Store, tenant: str, user_id: str) -> list[str]:
+    """Every session id of a user, expired ones included (to drop them from caches)."""
+    ids: list[str] = []
+    cursor: str | None = None
     while True:
-        page = await svc.store.list_sessions(tenant_id=who.tenant, user_id=user_id, limit=200)
-        if not page.items:
-            if deleted == 0:
-                raise NotFound(f"no sessions of user {user_id!r}")
-            return JSONResponse({"deleted": deleted})
-        for session in page.items:
-            try:
-                await svc.store.delete_session(tenant_id=who.tenant, session_id=session.id)
-            except NotFound:
-                continue
-            deleted += 1
-            await svc.gateway.forget(who.tenant, session.id)
-            await svc.responses.delete_for(who.tenant, session.id)
+        page = await store.list_sessions(
+            tenant_id=tenant, user_id=user_id, limit=500, cursor=cursor, include_expired=True
+        )
+        ids += [s.id for s in page.items]
+        if page.next_cursor is None:
+            return ids
+        cursor = page.next_cursor
 
 
 @router.put("/sessions/{session_id}/ttl")

@@ -53,6 +53,7 @@ from chatstate.server.stream_writer import (
     new_record,
     record_of,
 )
+from chatstate.store.erase import erase_responses
 from chatstate.store.protocol import Store
 from chatstate.store.rules import check_id
 
@@ -360,20 +361,6 @@ class ResponseLog:
     # -- erasure ------------------------------------------------------------------------
 
     async def delete_for(self, tenant: str, session_id: str | None = None) -> int:
-        """Delete the response logs of one session (or, with ``None``, of ``tenant``)."""
-        flt: dict[str, str | int | float | bool] = (
-            {"tenant": tenant} if session_id is None else {"owner": f"{tenant}/{session_id}"}
-        )
-        deleted = 0
-        while True:
-            page = await self.store.list_sessions(
-                tenant_id=RESPONSES_TENANT, metadata=flt, limit=200
-            )
-            if not page.items:
-                return deleted
-            for item in page.items:
-                try:
-                    await self.store.delete_session(tenant_id=RESPONSES_TENANT, session_id=item.id)
-                    deleted += 1
-                except NotFound:
-                    pass
+        """Delete the response logs of one session (or, with ``None``, of ``tenant``),
+        expired ones included; :func:`chatstate.store.erase.erase` calls this first."""
+        return await erase_responses(self.store, tenant, session_id)

@@ -30,7 +30,7 @@ an object the backend keeps: a caller that mutates a returned value changes noth
 from __future__ import annotations
 
 from collections.abc import Mapping, Sequence
-from datetime import datetime
+from datetime import UTC, datetime
 
 from chatstate.errors import (
     SessionNotFound,
@@ -107,6 +107,9 @@ MAX_RANGES = 32
 """Most ranges one ``read_ranges`` call may ask for."""
 
 
+_EPOCH = datetime(1970, 1, 1, tzinfo=UTC)
+
+
 class StoreFront(Primitives):
     """The public store API over a backend's primitives. Subclass it; see the module."""
 
@@ -161,6 +164,7 @@ class StoreFront(Primitives):
         metadata: MetadataFilter | None = None,
         limit: int = 50,
         cursor: str | None = None,
+        include_expired: bool = False,
     ) -> Page[Session]:
         check_id(tenant_id, "tenant_id")
         if user_id is not None:
@@ -171,7 +175,8 @@ class StoreFront(Primitives):
         if cursor is not None:
             created, sid = decode_cursor(cursor, (int, str))
             after = (int(created), str(sid))
-        rows = await self._p_list(tenant_id, user_id, metadata or {}, limit + 1, after, self._now())
+        now = _EPOCH if include_expired else self._now()  # every expiry is after the epoch
+        rows = await self._p_list(tenant_id, user_id, metadata or {}, limit + 1, after, now)
         page = rows[:limit]
         next_cursor = None
         if len(rows) > limit:

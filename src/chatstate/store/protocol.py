@@ -86,8 +86,10 @@ class Store(Protocol):
         metadata: Mapping[str, str | int | float | bool] | None = None,
         limit: int = 50,
         cursor: str | None = None,
+        include_expired: bool = False,
     ) -> Page[Session]:
-        """Sessions of a tenant, newest first, filtered by user and exact metadata values."""
+        """Sessions of a tenant, newest first, filtered by user and exact metadata values.
+        ``include_expired``: also the expired sessions not purged yet (erasure uses it)."""
         ...
 
     async def set_ttl(

@@ -72,9 +72,15 @@ class StoreWrapper:
         metadata: Mapping[str, str | int | float | bool] | None = None,
         limit: int = 50,
         cursor: str | None = None,
+        include_expired: bool = False,
     ) -> Page[Session]:
         return await self._store.list_sessions(
-            tenant_id=tenant_id, user_id=user_id, metadata=metadata, limit=limit, cursor=cursor
+            tenant_id=tenant_id,
+            user_id=user_id,
+            metadata=metadata,
+            limit=limit,
+            cursor=cursor,
+            include_expired=include_expired,
         )
 
     async def set_ttl(

@@ -22,6 +22,7 @@ from chatstate.server.errors import Unauthorized
 from chatstate.server.ui import data, insight
 from chatstate.server.ui.access import COOKIE, check_origin, principal_of, resolve_key
 from chatstate.server.ui.render import env, lane_of, page
+from chatstate.store.erase import erase
 from chatstate.store.rules import check_id
 
 __all__ = ["router"]
@@ -290,9 +291,10 @@ async def delete(request: Request, session_id: str) -> Response:
     if (await _form(request)).get("confirm") != sid:
         raise ValidationError("type the session id to confirm the deletion")
     svc = services(request)
-    await svc.store.delete_session(tenant_id=who.tenant, session_id=sid)
-    await svc.gateway.forget(who.tenant, sid)
-    await svc.responses.delete_for(who.tenant, sid)
+    try:
+        await erase(svc.store, who.tenant, session_id=sid)
+    finally:
+        await svc.gateway.forget(who.tenant, sid)
     return RedirectResponse("/ui?deleted=" + quote(sid), status_code=303)
 
 
