@@ -291,9 +291,7 @@ FACTORIES: dict[str, Callable[[Path, Costs, argparse.Namespace], Factory]] = {
     ),
     "agents-sqlite": lambda folder, costs, _a: lambda: AgentsSession(folder, costs),
     "langgraph-sqlite": lambda folder, costs, _a: lambda: _langgraph_sqlite(folder, costs),
-    "langgraph-chatstate": lambda folder, costs, _a: (
-        lambda: _langgraph_chatstate(folder, costs)
-    ),
+    "langgraph-chatstate": lambda folder, costs, _a: lambda: _langgraph_chatstate(folder, costs),
     "langgraph-postgres": lambda _f, costs, args: (
         lambda: _langgraph_postgres(args.postgres_url, costs)
     ),
