@@ -1,12 +1,30 @@
 """The stateful chat gateway: one turn = store the newest message, build, call, stream, store.
 
-**Policy for two turns at once on one session: reject.** A turn is open from the moment
-its input is stored until its response log has a terminal record. A second request that
-finds a turn open answers 409 ``turn_in_progress``; two requests that race past that check
-both append with the head they read as ``expected_seq``, so exactly one wins and the other
-gets 409. The log therefore always reads input, answer, input, answer. A request carrying
-the ``Idempotency-Key`` of the open (or a finished) turn is not a second turn: it attaches
-to that turn's response stream and replays it.
+**Policy for two turns at once on one branch: reject.** A turn is open from the moment
+its input is stored until its answer is stored. A second request that finds a turn open
+answers 409 ``turn_in_progress``; two requests that race past that check both append
+with the head they read as ``expected_seq``, so exactly one wins and the other gets 409.
+The log therefore always reads input, answer, input, answer.
+
+**The open-turn record is the branch's newest chat event** (``message``, ``tool_call``,
+``tool_result``): an input stamped with a response id and no answer after it means that
+turn is open. We chose this over a separate record on the branch because it is changed
+by the very append that opens the turn (conditional on the head we read) or closes it
+(the answer's idempotent append), so it can never disagree with the log, and no
+backend needs a second write in the same transaction. It is found by paging back from
+the head past state and summary events, however many were written in between (the
+first page of 16 almost always holds it), so fact writes cannot hide an open turn.
+
+**Retries.** A request with the ``Idempotency-Key`` of the open (or a finished) turn is
+not a second turn: with the same newest message it attaches to that turn's response
+stream and replays it; with another message it is a 422 ``idempotency_mismatch``,
+whether the turn is open or closed. If the turn's response log was never created (a
+store failure after the input was stored, or an identical request racing this one),
+the retry creates it and starts the turn: whoever creates the log produces, everyone
+else attaches. A turn that was never started and that later turns overtook answers 410
+(send the message again with a new key). Response ids of keyed turns are derived from
+(tenant, session, the session's creation time, key), so a session id created again
+after its first incarnation expired or was erased never meets the old responses.
 
 The producer is a task of its own: a client that disconnects does not stop it, an
 explicit cancel does. Its :class:`ChunkWriter` flushes the upstream chunks to the
@@ -19,8 +37,8 @@ partial answer. The answer is appended with an idempotency key derived from the 
 id and its content derived from the log alone (the producer adds it up from the records
 it flushed, others read the log), so whoever stores it, it is stored once.
 
-Store calls of one turn on its request path: the branch's newest events (which also
-says whether the session exists), the input's append, the response log's creation, the
+Store calls of one turn on its request path: the session (its incarnation, and whether
+it exists), the branch's newest events, the input's append, the response log's creation, the
 context build (window and state document), one append per flush, the answer's append.
 """
 
@@ -33,9 +51,8 @@ import logging
 import secrets
 import time
 from collections.abc import AsyncIterator, Awaitable, Callable, Mapping, Sequence
-from contextlib import suppress
 from dataclasses import dataclass, replace
-from datetime import timedelta
+from datetime import datetime, timedelta
 
 import httpx
 
@@ -136,18 +153,22 @@ class Gateway:
         tenant = principal.tenant
         session_id = check_id(turn.session_id or new_session_id(), "session_id")
         check_id(turn.branch, "branch")
+        if turn.idempotency_key is not None:
+            check_id(turn.idempotency_key, "Idempotency-Key", max_len=255)
         if not turn.messages:
             raise ValidationError("messages must not be empty")
         drafts = [from_openai(m, index=i) for i, m in enumerate(turn.messages)]
         check_messages(drafts, limits_of(self.store))  # before a token is counted
-        rid = _response_id(tenant, session_id, turn.idempotency_key)
-        head, last = await self._head(tenant, session_id, turn.branch, create=(principal, drafts))
+        born, head, last = await self._head(
+            tenant, session_id, turn.branch, create=(principal, drafts)
+        )
+        rid = _response_id(tenant, session_id, born, turn.idempotency_key)
         pending = response_of(last) if last and last.role != "assistant" else None
-        if pending == rid:
-            return await self.responses.info(tenant, rid)  # a retry of the open turn
+        if pending == rid and last is not None:
+            return await self._retry(tenant, rid, last, drafts, turn, session_id)
         if pending is not None and last is not None:
             await self._settle(tenant, pending, last)
-            head, last = await self._head(tenant, session_id, turn.branch)
+            born, head, last = await self._head(tenant, session_id, turn.branch)
         new = drafts if head == 0 else _newest(drafts)
         check_write(principal, new, last)
         stamp: dict[str, JSONValue] = {"chatstate": {"response_id": rid}}
@@ -165,7 +186,8 @@ class Gateway:
                 break
             except SeqConflict as exc:
                 # State and summary events land in the background; only a chat event
-                # after the head we read means another turn got in first.
+                # after the head we read means another turn got in first (or this very
+                # turn, sent twice at once: then this request attaches to it).
                 newer = await self.store.read(
                     tenant_id=tenant,
                     session_id=session_id,
@@ -173,11 +195,21 @@ class Gateway:
                     after_seq=head,
                     limit=64,
                 )
-                if attempt == 2 or not newer or any(e.kind in _CHAT for e in newer):
+                chat = [e for e in newer if e.kind in _CHAT]
+                if chat and response_of(chat[-1]) == rid:
+                    return await self._retry(tenant, rid, chat[-1], drafts, turn, session_id)
+                if attempt == 2 or not newer or chat:
                     raise TurnInProgress("another write reached this session first; retry") from exc
                 head = newer[-1].seq
         if appended.replayed:
-            return await self._reattach(tenant, rid, session_id, turn.branch, appended.last_seq)
+            return await self._reattach(tenant, rid, turn, session_id, appended.last_seq)
+        return await self._open(tenant, rid, session_id, turn)
+
+    async def _open(
+        self, tenant: str, rid: str, session_id: str, turn: TurnRequest
+    ) -> ResponseInfo:
+        """Create the turn's response log and start its producer; whoever creates the
+        log produces, a twin request that finds it created attaches to it."""
         try:
             info = await self.responses.create(
                 response_id=rid,
@@ -191,6 +223,28 @@ class Gateway:
         await self._launch(info, turn)
         return info
 
+    async def _retry(
+        self,
+        tenant: str,
+        rid: str,
+        stored: Event,
+        drafts: list[NewEvent],
+        turn: TurnRequest,
+        session_id: str,
+    ) -> ResponseInfo:
+        """A request with the key of the open turn: the same message attaches to it (and
+        starts it when its log was never created: a failure after the input was stored,
+        or a twin request that has not created it yet); another message is a 422."""
+        if not _same_input(stored, drafts[-1]):
+            raise IdempotencyMismatch(
+                "this Idempotency-Key belongs to a turn with another message; "
+                "use a new key for a new message"
+            )
+        try:
+            return await self.responses.info(tenant, rid)
+        except ResponseNotFound:
+            return await self._open(tenant, rid, session_id, turn)
+
     async def _head(
         self,
         tenant: str,
@@ -198,26 +252,47 @@ class Gateway:
         branch: str,
         *,
         create: tuple[Principal, list[NewEvent]] | None = None,
-    ) -> tuple[int, Event | None]:
-        """The branch head and its newest chat event (state and summary events that
-        background work appended do not hide an open turn). With ``create``, a session
-        that does not exist is created for that principal's messages, once they pass the
-        write check, so a refused request leaves no session (one read tells both; an
-        expired one is a 410)."""
+    ) -> tuple[datetime, int, Event | None]:
+        """The session's creation time (its incarnation), the branch head and the
+        branch's newest chat event: the open-turn record (see the module docstring).
+        With ``create``, a session that does not exist is created for that principal's
+        messages, once they pass the write check, so a refused request leaves no
+        session (an expired one is a 410)."""
         try:
-            recent = await self.store.read_last(
-                tenant_id=tenant, session_id=session_id, branch=branch, n=16
-            )
+            session = await self.store.get_session(tenant_id=tenant, session_id=session_id)
         except SessionNotFound as exc:
             if exc.status == 410 or create is None:
                 raise
             check_write(*create, None)  # a refused request leaves no session
-            with suppress(AlreadyExists):
-                await self.store.create_session(tenant_id=tenant, session_id=session_id)
-            return await self._head(tenant, session_id, branch)
-        head = recent[-1].seq if recent else 0
-        chat = [e for e in recent if e.kind in _CHAT]
-        return head, (chat[-1] if chat else None)
+            try:
+                session = await self.store.create_session(tenant_id=tenant, session_id=session_id)
+            except AlreadyExists:
+                session = await self.store.get_session(tenant_id=tenant, session_id=session_id)
+        head, chat = await self._newest_chat(tenant, session_id, branch)
+        return session.created_at, head, chat
+
+    async def _newest_chat(
+        self, tenant: str, session_id: str, branch: str
+    ) -> tuple[int, Event | None]:
+        """The branch head and its newest chat event, paging back from the head past any
+        number of state and summary events (the first page almost always holds it)."""
+        head, before, limit = 0, None, 16
+        while True:
+            page = await self.store.read(
+                tenant_id=tenant,
+                session_id=session_id,
+                branch=branch,
+                before_seq=before,
+                limit=limit,
+                order="desc",
+            )
+            if not page:
+                return head, None
+            head = head or page[0].seq
+            chat = next((e for e in page if e.kind in _CHAT), None)
+            if chat is not None:
+                return head, chat
+            before, limit = page[-1].seq, 256
 
     async def _settle(self, tenant: str, rid: str, event: Event) -> None:
         """Close out the turn that ``event`` opened, or raise :class:`TurnInProgress`."""
@@ -243,19 +318,34 @@ class Gateway:
         await self.store_answer(info)
 
     async def _reattach(
-        self, tenant: str, rid: str, session_id: str, branch: str, input_seq: int
+        self, tenant: str, rid: str, turn: TurnRequest, session_id: str, input_seq: int
     ) -> ResponseInfo:
+        """The turn's input was stored before (its append replayed): attach to its log;
+        start it if the log was never created and nothing followed the input; a 410
+        when its log expired, or when the turn was never answered and the session moved
+        on (the one thing to do: send the message again with a new key)."""
         try:
             return await self.responses.info(tenant, rid)
-        except ResponseExpired:
-            raise
         except ResponseNotFound:
-            after = await self.store.read(
-                tenant_id=tenant, session_id=session_id, branch=branch, after_seq=input_seq, limit=4
-            )
-            if any(response_of(e) == rid for e in after):
-                raise ResponseExpired(f"response {rid!r} has expired") from None
-            raise TurnInProgress("this turn's input is stored but it has not started") from None
+            pass
+        after = input_seq
+        while page := await self.store.read(
+            tenant_id=tenant,
+            session_id=session_id,
+            branch=turn.branch,
+            after_seq=after,
+            limit=256,
+        ):
+            chat = next((e for e in page if e.kind in _CHAT), None)
+            if chat is not None:
+                if response_of(chat) == rid:
+                    raise ResponseExpired(f"response {rid!r} has expired") from None
+                raise ResponseExpired(
+                    f"response {rid!r} was never started and later turns followed it; "
+                    "send the message again with a new Idempotency-Key"
+                )
+            after = page[-1].seq
+        return await self._open(tenant, rid, session_id, turn)
 
     async def _launch(self, info: ResponseInfo, turn: TurnRequest) -> None:
         self.responses.local.add(info.id)
@@ -472,11 +562,14 @@ class _UpstreamFailed(Exception):
     pass
 
 
-def _response_id(tenant: str, session_id: str, key: str | None) -> str:
+def _response_id(tenant: str, session_id: str, born: datetime, key: str | None) -> str:
+    """Random without a key; with one, derived from the key and the session's
+    incarnation (its creation time), so a session id created again after the first one
+    expired or was erased never finds the old session's responses."""
     if key is None:
         return "resp_" + secrets.token_hex(16)
-    check_id(key, "Idempotency-Key", max_len=255)
-    digest = hashlib.sha256(f"{tenant}\0{session_id}\0{key}".encode()).hexdigest()
+    seed = f"{tenant}\0{session_id}\0{born.isoformat()}\0{key}"
+    digest = hashlib.sha256(seed.encode()).hexdigest()
     return "resp_" + digest[:32]
 
 
@@ -509,3 +602,11 @@ def _newest(drafts: list[NewEvent]) -> list[NewEvent]:
                 break
             out.insert(0, draft)
     return out
+
+
+def _same_input(stored: Event, draft: NewEvent) -> bool:
+    """Whether a stored turn input is this request's newest message (the gateway's stamp
+    and the token count aside): a reused Idempotency-Key must carry the same message."""
+    data = {k: v for k, v in stored.data.items() if k != "chatstate"}
+    mine = replace(stored.draft(), data=data, token_count=None)
+    return mine == replace(draft, data=dict(draft.data), token_count=None)
