@@ -111,15 +111,6 @@ async def ask(
     return done.id, done.choices[0].message.content or ""
 
 
-async def until_input_stored(r: Rig, session: str, count: int = 1) -> None:
-    for _ in range(400):
-        with contextlib.suppress(KeyError, httpx.HTTPError):
-            if (await r.chat(session)).count("user") >= count:
-                return
-        await asyncio.sleep(0.025)
-    raise AssertionError("the turn's input was never stored")
-
-
 async def test_a_retry_after_the_log_failed_to_be_created_answers_the_turn() -> None:
     store = FlakyLogStore()
     with FakeOpenAI(echo) as fake:
@@ -139,13 +130,33 @@ async def test_a_retry_after_the_log_failed_to_be_created_answers_the_turn() -> 
             await client.close()
 
 
+async def open_turn(
+    r: Rig, client: AsyncOpenAI, session: str, text: str, key: str
+) -> tuple[asyncio.Task[tuple[str, str]], str]:
+    """Start a turn whose upstream hangs until it is cancelled; once its input is stored,
+    the task and its response id (the turn stays open as long as the test needs)."""
+    task = asyncio.create_task(ask(client, session, text, key=key))
+    for _ in range(400):
+        with contextlib.suppress(KeyError, httpx.HTTPError):
+            inputs = [e for e in await r.log(session) if e["role"] == "user"]
+            if inputs:
+                return task, str(inputs[-1]["data"]["chatstate"]["response_id"])
+        await asyncio.sleep(0.025)
+    raise AssertionError("the turn's input was never stored")
+
+
+async def cancel(r: Rig, rid: str) -> None:
+    async with r.http() as c:
+        got = await c.post(f"/v1/responses/{rid}/cancel")
+        assert got.status_code == 200, got.text
+
+
 async def test_b_state_writes_while_a_turn_is_open_do_not_hide_it() -> None:
     with FakeOpenAI(echo) as fake:
-        fake.hang(3.0)
+        fake.hang(60.0)  # until cancelled: the turn is open for as long as the test runs
         async with rig(fake) as r:
             client = r.client()
-            first = asyncio.create_task(ask(client, "b1", "first", key="k-1"))
-            await until_input_stored(r, "b1")
+            first, rid = await open_turn(r, client, "b1", "first", key="k-1")
             async with r.http() as c:
                 for i in range(24):
                     body = {"op": "set", "key": f"fact{i}", "value": f"v{i}"}
@@ -155,27 +166,29 @@ async def test_b_state_writes_while_a_turn_is_open_do_not_hide_it() -> None:
             with pytest.raises(APIStatusError) as clash:
                 await ask(client, "b1", "second", key="k-2")
             assert clash.value.status_code == 409
-            _, text = await first
-            assert text == "you said first"
-            assert await r.chat("b1") == ["user", "assistant"]
+            await cancel(r, rid)
+            assert (await first)[0] == rid
+            assert await r.chat("b1") == ["user"]  # cancelled before any text: no answer
+            assert len(fake.requests) == 1
             await client.close()
 
 
 async def test_c_same_key_other_message_while_the_turn_is_open_is_422() -> None:
     with FakeOpenAI(echo) as fake:
-        fake.hang(1.5)
+        fake.hang(60.0)
         async with rig(fake) as r:
             client = r.client()
-            first = asyncio.create_task(ask(client, "c1", "first", key="k-c"))
-            await until_input_stored(r, "c1")
+            first, rid = await open_turn(r, client, "c1", "first", key="k-c")
             with pytest.raises(APIStatusError) as mismatch:
                 await ask(client, "c1", "something else", key="k-c")
             assert mismatch.value.status_code == 422
-            assert (await first)[1] == "you said first"
+            await cancel(r, rid)
+            assert (await first)[0] == rid
             with pytest.raises(APIStatusError) as closed:  # as after the turn closes
                 await ask(client, "c1", "something else", key="k-c")
             assert closed.value.status_code == 422
             assert len(fake.requests) == 1
+            assert await r.chat("c1") == ["user"]
             await client.close()
 
 
