@@ -235,3 +235,27 @@ async def test_e_a_session_created_again_never_gets_the_old_answer() -> None:
                 "you said new question",
             ]
             await client.close()
+
+
+async def test_a_retry_of_a_first_turn_with_a_system_prompt_replays_it() -> None:
+    with FakeOpenAI(echo) as fake:
+        async with rig(fake) as r:
+            client = r.client()
+            messages: list[Any] = [
+                {"role": "system", "content": "be brief"},
+                {"role": "user", "content": "hello"},
+            ]
+            answers = [
+                await client.chat.completions.create(
+                    model="m",
+                    messages=messages,
+                    extra_body={"session_id": "a2"},
+                    extra_headers={"Idempotency-Key": "k-first"},
+                )
+                for _ in range(2)
+            ]
+            assert answers[0].id == answers[1].id
+            assert answers[1].choices[0].message.content == "you said hello"
+            assert len(fake.requests) == 1
+            assert await r.chat("a2") == ["system", "user", "assistant"]
+            await client.close()

@@ -175,14 +175,28 @@ class Gateway:
         new[-1] = replace(new[-1], data={**new[-1].data, **stamp})
         for attempt in range(3):
             try:
-                appended = await self.engine.append(
-                    session_id,
-                    new,
-                    tenant_id=tenant,
-                    branch=turn.branch,
-                    expected_seq=head,
-                    idempotency_key=f"{rid}.in",
-                )
+                try:
+                    appended = await self.engine.append(
+                        session_id,
+                        new,
+                        tenant_id=tenant,
+                        branch=turn.branch,
+                        expected_seq=head,
+                        idempotency_key=f"{rid}.in",
+                    )
+                except IdempotencyMismatch:
+                    if len(new) == len(drafts):
+                        raise
+                    # A retry of a session's first turn, which stored every message of
+                    # its body: the same body under the same key replays it.
+                    appended = await self.engine.append(
+                        session_id,
+                        [*drafts[: -len(new)], *new],
+                        tenant_id=tenant,
+                        branch=turn.branch,
+                        expected_seq=head,
+                        idempotency_key=f"{rid}.in",
+                    )
                 break
             except SeqConflict as exc:
                 # State and summary events land in the background; only a chat event
