@@ -3,7 +3,8 @@
 Each test drives the official ``openai`` client over a real socket against the local fake
 upstream: a failed response-log creation, state writes while a turn is open, a reused
 Idempotency-Key with another message, identical concurrent retries, and a session id
-created again after its first incarnation expired.
+created again after its first incarnation expired. (b) and (e) run on every backend;
+(a) and (d) wrap the memory store to fail or slow down the response log's creation.
 """
 
 from __future__ import annotations
@@ -24,6 +25,7 @@ from chatstate.server import ServerConfig, create_app, create_key
 from chatstate.server.auth import RESPONSES_TENANT
 from chatstate.store.memory import MemoryStore
 from chatstate.store.protocol import Store
+from chatstate.testing.plugin import MakeStore
 from helpers.fake_openai import FakeOpenAI, RecordedRequest
 from test_server_support import LiveServer, auth, live_server
 
@@ -83,7 +85,7 @@ class Rig:
 
 
 @contextlib.asynccontextmanager
-async def rig(fake: FakeOpenAI, store: MemoryStore | None = None) -> AsyncIterator[Rig]:
+async def rig(fake: FakeOpenAI, store: Store | None = None) -> AsyncIterator[Rig]:
     store = store or MemoryStore()
     key = await create_key(store, tenant="acme", scopes="read,write,admin")
     config = ServerConfig(dev_mode=False, upstream_base_url=fake.base_url, lease_seconds=1.0)
@@ -151,10 +153,10 @@ async def cancel(r: Rig, rid: str) -> None:
         assert got.status_code == 200, got.text
 
 
-async def test_b_state_writes_while_a_turn_is_open_do_not_hide_it() -> None:
+async def test_b_state_writes_while_a_turn_is_open_do_not_hide_it(make_store: MakeStore) -> None:
     with FakeOpenAI(echo) as fake:
         fake.hang(60.0)  # until cancelled: the turn is open for as long as the test runs
-        async with rig(fake) as r:
+        async with rig(fake, await make_store()) as r:
             client = r.client()
             first, rid = await open_turn(r, client, "b1", "first", key="k-1")
             async with r.http() as c:
@@ -216,9 +218,9 @@ async def test_d_identical_concurrent_retries_on_a_new_session_never_404() -> No
             await client.close()
 
 
-async def test_e_a_session_created_again_never_gets_the_old_answer() -> None:
+async def test_e_a_session_created_again_never_gets_the_old_answer(make_store: MakeStore) -> None:
     with FakeOpenAI(echo) as fake:
-        async with rig(fake) as r:
+        async with rig(fake, await make_store()) as r:
             client = r.client()
             old_id, old = await ask(client, "e1", "old question", key="k-e")
             assert old == "you said old question"
