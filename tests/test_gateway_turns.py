@@ -132,6 +132,27 @@ async def test_a_retry_after_the_log_failed_to_be_created_answers_the_turn() -> 
             await client.close()
 
 
+async def test_a_a_turn_never_started_and_overtaken_tells_the_client_to_resend() -> None:
+    store = FlakyLogStore()
+    with FakeOpenAI(echo) as fake:
+        async with rig(fake, store) as r:
+            client = r.client()
+            store.failures = 1
+            with pytest.raises(APIStatusError) as failed:
+                await ask(client, "a3", "lost", key="k-lost")
+            assert failed.value.status_code == 503
+            # Within 2 x lease_seconds the next turn gets 409 (the log may be on its way);
+            # after that, nobody having retried, the branch moves on.
+            await asyncio.sleep(2.2)
+            assert (await ask(client, "a3", "next", key="k-next"))[1] == "you said next"
+            with pytest.raises(APIStatusError) as late:
+                await ask(client, "a3", "lost", key="k-lost")
+            assert late.value.status_code == 410
+            assert "new Idempotency-Key" in late.value.response.text
+            assert len(fake.requests) == 1
+            await client.close()
+
+
 async def open_turn(
     r: Rig, client: AsyncOpenAI, session: str, text: str, key: str
 ) -> tuple[asyncio.Task[tuple[str, str]], str]:
