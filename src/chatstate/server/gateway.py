@@ -1,12 +1,6 @@
 """The stateful chat gateway: one turn = store the newest message, build, call, stream, store.
 
-**Policy for two turns at once on one session: reject.** A turn is open from the moment
-its input is stored until its response log has a terminal record. A second request that
-finds a turn open answers 409 ``turn_in_progress``; two requests that race past that check
-both append with the head they read as ``expected_seq``, so exactly one wins and the other
-gets 409. The log therefore always reads input, answer, input, answer. A request carrying
-the ``Idempotency-Key`` of the open (or a finished) turn is not a second turn: it attaches
-to that turn's response stream and replays it.
+The turn policy, the open-turn record and retries: :mod:`chatstate.server.turns`.
 
 The producer is a task of its own: a client that disconnects does not stop it, an
 explicit cancel does. Its :class:`ChunkWriter` flushes the upstream chunks to the
@@ -19,66 +13,36 @@ partial answer. The answer is appended with an idempotency key derived from the 
 id and its content derived from the log alone (the producer adds it up from the records
 it flushed, others read the log), so whoever stores it, it is stored once.
 
-Store calls of one turn on its request path: the branch's newest events (which also
-says whether the session exists), the input's append, the response log's creation, the
-context build (window and state document), one append per flush, the answer's append.
+Store calls of one turn on its request path: the session (its incarnation, and whether
+it exists), the branch's newest events, the input's append, the response log's creation,
+the context build (window and state document), one append per flush, the answer's append.
 """
 
 from __future__ import annotations
 
 import asyncio
-import hashlib
 import json
 import logging
-import secrets
 import time
 from collections.abc import AsyncIterator, Awaitable, Callable, Mapping, Sequence
-from contextlib import suppress
-from dataclasses import dataclass, replace
-from datetime import timedelta
+from dataclasses import dataclass
 
 import httpx
 
 from chatstate.context.engine import ContextEngine
-from chatstate.context.text import event_text
-from chatstate.errors import (
-    AlreadyExists,
-    ChatstateError,
-    IdempotencyMismatch,
-    NotFound,
-    SeqConflict,
-    SessionNotFound,
-    ValidationError,
-)
-from chatstate.model import Event, JSONValue, NewEvent
-from chatstate.openai_format import from_openai
-from chatstate.server.auth import Principal, check_write
+from chatstate.errors import ChatstateError, IdempotencyMismatch, NotFound
+from chatstate.model import JSONValue
 from chatstate.server.config import ServerConfig
-from chatstate.server.errors import ResponseExpired, ResponseNotFound, TurnInProgress
-from chatstate.server.inputs import check_messages, limits_of
 from chatstate.server.middleware import Metrics
 from chatstate.server.sse import collect
-from chatstate.server.stream_writer import ChunkWriter, FlushFailed, Record, text_size
+from chatstate.server.stream_writer import ChunkWriter, FlushFailed, Record
 from chatstate.server.streams import ResponseInfo, ResponseLog, Status, Stopped
+from chatstate.server.turns import TurnOpener, TurnRequest, response_of
 from chatstate.store.protocol import Store
-from chatstate.store.rules import check_id, new_session_id, utcnow
 
 __all__ = ["AfterTurn", "Gateway", "TurnDone", "TurnRequest", "response_of"]
 
 log = logging.getLogger(__name__)
-
-
-@dataclass(frozen=True, slots=True)
-class TurnRequest:
-    model: str
-    messages: Sequence[Mapping[str, object]]
-    upstream_body: Mapping[str, JSONValue]
-    session_id: str | None = None
-    branch: str = "main"
-    idempotency_key: str | None = None
-    budget: int | None = None
-    stream: bool = True
-    """The client streams: the first chunk is flushed at once (else with the next)."""
 
 
 @dataclass(frozen=True, slots=True)
@@ -94,17 +58,9 @@ class TurnDone:
 
 
 AfterTurn = Callable[[TurnDone], Awaitable[None]]
-_CHAT = frozenset({"message", "tool_call", "tool_result"})
 
 
-def response_of(event: Event) -> str | None:
-    """The response id the gateway stamped on a stored input or answer, if any."""
-    meta = event.data.get("chatstate")
-    rid = meta.get("response_id") if isinstance(meta, dict) else None
-    return rid if isinstance(rid, str) else None
-
-
-class Gateway:
+class Gateway(TurnOpener):
     def __init__(
         self,
         *,
@@ -130,138 +86,7 @@ class Gateway:
         self._stopping = False
         responses.on_reaped = self._reaped
 
-    # -- starting a turn ----------------------------------------------------------------
-
-    async def start(self, principal: Principal, turn: TurnRequest) -> ResponseInfo:
-        """Store the turn's input and start its producer; or attach to the same turn."""
-        tenant = principal.tenant
-        session_id = check_id(turn.session_id or new_session_id(), "session_id")
-        check_id(turn.branch, "branch")
-        if not turn.messages:
-            raise ValidationError("messages must not be empty")
-        drafts = [from_openai(m, index=i) for i, m in enumerate(turn.messages)]
-        check_messages(drafts, limits_of(self.store))  # before a token is counted
-        drafts, instructions = _instructions(principal, drafts)
-        rid = _response_id(tenant, session_id, turn.idempotency_key)
-        head, last = await self._head(tenant, session_id, turn.branch, create=(principal, drafts))
-        pending = response_of(last) if last and last.role != "assistant" else None
-        if pending == rid:
-            return await self.responses.info(tenant, rid)  # a retry of the open turn
-        if pending is not None and last is not None:
-            await self._settle(tenant, pending, last)
-            head, last = await self._head(tenant, session_id, turn.branch)
-        new = drafts if head == 0 else _newest(drafts)
-        check_write(principal, new, last)
-        stamp: dict[str, JSONValue] = {"chatstate": {"response_id": rid}}
-        new[-1] = replace(new[-1], data={**new[-1].data, **stamp})
-        for attempt in range(3):
-            try:
-                appended = await self.engine.append(
-                    session_id,
-                    new,
-                    tenant_id=tenant,
-                    branch=turn.branch,
-                    expected_seq=head,
-                    idempotency_key=f"{rid}.in",
-                )
-                break
-            except SeqConflict as exc:
-                # State and summary events land in the background; only a chat event
-                # after the head we read means another turn got in first.
-                newer = await self.store.read(
-                    tenant_id=tenant,
-                    session_id=session_id,
-                    branch=turn.branch,
-                    after_seq=head,
-                    limit=64,
-                )
-                if attempt == 2 or not newer or any(e.kind in _CHAT for e in newer):
-                    raise TurnInProgress("another write reached this session first; retry") from exc
-                head = newer[-1].seq
-        if appended.replayed:
-            return await self._reattach(tenant, rid, session_id, turn.branch, appended.last_seq)
-        try:
-            info = await self.responses.create(
-                response_id=rid,
-                tenant=tenant,
-                session_id=session_id,
-                branch=turn.branch,
-                model=turn.model,
-            )
-        except AlreadyExists:
-            return await self.responses.info(tenant, rid)
-        await self._launch(info, turn, instructions)
-        return info
-
-    async def _head(
-        self,
-        tenant: str,
-        session_id: str,
-        branch: str,
-        *,
-        create: tuple[Principal, list[NewEvent]] | None = None,
-    ) -> tuple[int, Event | None]:
-        """The branch head and its newest chat event (state and summary events that
-        background work appended do not hide an open turn). With ``create``, a session
-        that does not exist is created for that principal's messages, once they pass the
-        write check, so a refused request leaves no session (one read tells both; an
-        expired one is a 410)."""
-        try:
-            recent = await self.store.read_last(
-                tenant_id=tenant, session_id=session_id, branch=branch, n=16
-            )
-        except SessionNotFound as exc:
-            if exc.status == 410 or create is None:
-                raise
-            check_write(*create, None)  # a refused request leaves no session
-            with suppress(AlreadyExists):
-                await self.store.create_session(tenant_id=tenant, session_id=session_id)
-            return await self._head(tenant, session_id, branch)
-        head = recent[-1].seq if recent else 0
-        chat = [e for e in recent if e.kind in _CHAT]
-        return head, (chat[-1] if chat else None)
-
-    async def _settle(self, tenant: str, rid: str, event: Event) -> None:
-        """Close out the turn that ``event`` opened, or raise :class:`TurnInProgress`."""
-        try:
-            info = await self.responses.info(tenant, rid)
-        except ResponseExpired:
-            return
-        except ResponseNotFound:
-            young = utcnow() - event.created_at < timedelta(seconds=2 * self.config.lease_seconds)
-            if young:  # stored a moment ago; its log is about to be created
-                raise TurnInProgress("a turn of this session is starting") from None
-            return
-        head = await self.responses.head(rid)
-        if head is None or not head.terminal:
-            if rid in self._tasks or not await self.responses.lease_expired(rid, info):
-                raise TurnInProgress(
-                    f"response {rid} of this session is still streaming; wait for it, "
-                    "cancel it, or resume it"
-                )
-            await self.responses.finish_once(
-                rid, "incomplete", {"message": "the process producing this response stopped"}
-            )
-        await self.store_answer(info)
-
-    async def _reattach(
-        self, tenant: str, rid: str, session_id: str, branch: str, input_seq: int
-    ) -> ResponseInfo:
-        try:
-            return await self.responses.info(tenant, rid)
-        except ResponseExpired:
-            raise
-        except ResponseNotFound:
-            after = await self.store.read(
-                tenant_id=tenant, session_id=session_id, branch=branch, after_seq=input_seq, limit=4
-            )
-            if any(response_of(e) == rid for e in after):
-                raise ResponseExpired(f"response {rid!r} has expired") from None
-            raise TurnInProgress("this turn's input is stored but it has not started") from None
-
-    async def _launch(
-        self, info: ResponseInfo, turn: TurnRequest, instructions: str | None = None
-    ) -> None:
+    async def _launch(self, info: ResponseInfo, turn: TurnRequest) -> None:
         self.responses.local.add(info.id)
         try:
             built = await self.engine.build(
@@ -270,7 +95,7 @@ class Gateway:
                 model=turn.model,
                 budget=turn.budget if turn.budget is not None else self.config.context_budget,
                 branch=info.branch,
-                system=instructions,
+                system=turn.instructions,
             )
         except BaseException as exc:
             self.responses.local.discard(info.id)
@@ -363,7 +188,7 @@ class Gateway:
                     return
                 parsed = json.loads(data)
                 if isinstance(parsed, dict):
-                    yield parsed, text_size(parsed)
+                    yield parsed, _text_size(parsed)
 
     async def _renew(self, rid: str, writer: ChunkWriter) -> None:
         """Flushes carry the lease; only a producer whose upstream has been silent for a
@@ -477,40 +302,20 @@ class _UpstreamFailed(Exception):
     pass
 
 
-def _response_id(tenant: str, session_id: str, key: str | None) -> str:
-    if key is None:
-        return "resp_" + secrets.token_hex(16)
-    check_id(key, "Idempotency-Key", max_len=255)
-    digest = hashlib.sha256(f"{tenant}\0{session_id}\0{key}".encode()).hexdigest()
-    return "resp_" + digest[:32]
-
-
-def _instructions(
-    principal: Principal, drafts: list[NewEvent]
-) -> tuple[list[NewEvent], str | None]:
-    """A request's leading system/developer messages are its instructions. A key with the
-    ``admin`` scope stores them as any message (on a new session: the session's system
-    prompt). Without it they are not stored and instruct this turn only, as an agent that
-    sends its instructions with every request expects; the rest is the turn's input."""
-    lead = 0
-    while lead < len(drafts) and drafts[lead].kind == "message":
-        if drafts[lead].role not in ("system", "developer"):
-            break
-        lead += 1
-    if lead == 0 or principal.can("admin"):
-        return drafts, None
-    if lead == len(drafts):
-        raise ValidationError("a turn needs a message after its system/developer messages")
-    return drafts[lead:], "\n\n".join(event_text(d) for d in drafts[:lead])
-
-
-def _newest(drafts: list[NewEvent]) -> list[NewEvent]:
-    """On an existing session, only the newest message (with the tool results before it,
-    when it is one of several results of one call) is new."""
-    out = [drafts[-1]]
-    if drafts[-1].kind == "tool_result":
-        for draft in reversed(drafts[:-1]):
-            if draft.kind != "tool_result":
-                break
-            out.insert(0, draft)
-    return out
+def _text_size(chunk: Mapping[str, JSONValue]) -> int:
+    """Characters of answer text (content, tool-call arguments) in one chunk: what the
+    writer's size trigger counts, so 4 KB means 4 KB of answer, not of JSON envelopes."""
+    size = 0
+    choices = chunk.get("choices")
+    for choice in choices if isinstance(choices, list) else []:
+        delta = choice.get("delta") if isinstance(choice, dict) else None
+        if not isinstance(delta, dict):
+            continue
+        content = delta.get("content")
+        size += len(content) if isinstance(content, str) else 0
+        calls = delta.get("tool_calls")
+        for call in calls if isinstance(calls, list) else []:
+            function = call.get("function") if isinstance(call, dict) else None
+            args = function.get("arguments") if isinstance(function, dict) else None
+            size += len(args) if isinstance(args, str) else 0
+    return size
