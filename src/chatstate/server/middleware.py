@@ -12,6 +12,8 @@
 
 from __future__ import annotations
 
+import asyncio
+import contextlib
 import json
 import threading
 import time
@@ -50,6 +52,7 @@ class BodyLimit:
                 except ValueError:
                     declared = 0
                 if declared > self.max_bytes:
+                    await _discard(receive, declared)
                     await _reject(send, self.max_bytes)
                     return
         seen = 0
@@ -75,6 +78,26 @@ class BodyLimit:
         except _TooBig:
             if not started:
                 await _reject(send, self.max_bytes)
+
+
+_DISCARD_BYTES = 64 * 1024 * 1024
+_DISCARD_SECONDS = 5.0
+
+
+async def _discard(receive: Receive, declared: int) -> None:
+    """Read and drop a refused body before answering (at most 64 MiB and 5 s, as a
+    lingering close would): closing a connection with unread bytes resets it, and the
+    reset can destroy the 413 before the client reads it."""
+    left = min(declared, _DISCARD_BYTES)
+    with contextlib.suppress(TimeoutError):
+        async with asyncio.timeout(_DISCARD_SECONDS):
+            while left > 0:
+                message = await receive()
+                if message["type"] != "http.request":
+                    return
+                left -= len(message.get("body", b""))
+                if not message.get("more_body", False):
+                    return
 
 
 async def _reject(send: Send, limit: int) -> None:
