@@ -41,6 +41,7 @@ from chatstate.server.views import (
     to_new_event,
     unreadable_line,
 )
+from chatstate.state import StateKeeper
 from chatstate.store.erase import erase
 from chatstate.store.protocol import Store
 from chatstate.store.rules import check_id
@@ -276,21 +277,15 @@ async def get_state(session_id: SessionId, svc: Svc, who: Reader) -> JSONRespons
 async def put_state(
     session_id: SessionId, body: StateBody, svc: Svc, who: Writer, if_match: IfMatch
 ) -> JSONResponse:
-    """Replace the state document. ``If-Match: "<version>"`` makes it conditional (412)."""
-    expected = if_match
-    if expected is None:
-        doc = await svc.store.get_state(tenant_id=who.tenant, session_id=session_id)
-        expected = doc.version
+    """Replace the state document. ``If-Match: "<version>"`` makes it conditional (412).
+    Recorded as a ``replace`` state event (no later sync brings back what it removed);
+    ``_``-prefixed keys are the state keeper's and are not taken from the body."""
+    keeper = StateKeeper(svc.store)
     try:
-        doc = await svc.store.put_state(
-            tenant_id=who.tenant,
-            session_id=session_id,
-            data=body.data,
-            expected_version=expected,
+        doc = await keeper.replace(
+            session_id, body.data, tenant_id=who.tenant, expected_version=if_match
         )
     except StateVersionConflict as exc:
-        if if_match is None:
-            raise
         raise PreconditionFailed(exc.message, expected=exc.expected, actual=exc.actual) from exc
     return JSONResponse(state_json(doc), headers={"ETag": etag(doc.version)})
 

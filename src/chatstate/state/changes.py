@@ -70,6 +70,7 @@ Op = Literal[
     "set_goal",
     "add_question",
     "resolve_question",
+    "replace",
 ]
 CommitmentStatus = Literal["active", "fulfilled", "revoked"]
 Source = Literal["rules", "llm", "api"]
@@ -116,6 +117,9 @@ class Change:
     role: str | None = None
     previous: str | None = None
     """For a correction: the value the speaker said was wrong, when they named it."""
+    document: Mapping[str, JSONValue] | None = None
+    """For ``replace``: the whole user document (``PUT /state``); the keeper's own
+    ``_``-prefixed bookkeeping is never part of it."""
 
     def __post_init__(self) -> None:
         if self.op not in _OPS:
@@ -126,7 +130,7 @@ class Change:
             raise ValidationError(f"commitment status must be one of {sorted(_STATUSES)}")
         if not 0.0 <= self.confidence <= 1.0:
             raise ValidationError("confidence must be between 0 and 1")
-        needs_key = self.op not in ("set_goal", "add_commitment", "add_question")
+        needs_key = self.op not in ("set_goal", "add_commitment", "add_question", "replace")
         if needs_key and not self.key:
             raise ValidationError(f"{self.op} needs a key")
         needs_value = self.op in ("set_fact", "correct_fact", "add_commitment", "add_question")
@@ -146,6 +150,8 @@ class Change:
                 out[name] = item
         if self.previous is not None:
             out["previous"] = self.previous
+        if self.document is not None:
+            out["document"] = dict(self.document)
         if self.confidence != 1.0:
             out["confidence"] = self.confidence
         return out
@@ -177,6 +183,9 @@ class Change:
             raise ValidationError("state change confidence must be a number")
         if pinned is not None and not isinstance(pinned, bool):
             raise ValidationError("state change pinned must be true or false")
+        document = data.get("document")
+        if (document is None) == (op == "replace") or not isinstance(document, dict | None):
+            raise ValidationError("a replace carries a document object, nothing else does")
         return cls(
             op=op,  # type: ignore[arg-type]  # checked against _OPS above
             key=text("key"),
@@ -190,6 +199,7 @@ class Change:
             source=source,  # type: ignore[arg-type]  # checked against _SOURCES above
             role=text("role"),
             previous=text("previous"),
+            document=document,
         )
 
 

@@ -43,6 +43,7 @@ __all__ = [
     "change_of",
     "empty_state",
     "rebuild_state",
+    "user_document",
 ]
 
 MAX_HISTORY = 10
@@ -67,6 +68,12 @@ def _fresh(doc: Mapping[str, JSONValue]) -> Doc:
     return out
 
 
+def user_document(data: Mapping[str, JSONValue]) -> Doc:
+    """``data`` without the keeper's ``_``-prefixed bookkeeping (its cursors and health),
+    which a user's write never sets."""
+    return {k: copy.deepcopy(v) for k, v in data.items() if not k.startswith("_")}
+
+
 def apply(doc: Mapping[str, JSONValue], change: Change) -> Doc:
     """A new document: ``doc`` with ``change`` applied (``doc`` is not modified)."""
     out = _fresh(doc)
@@ -84,6 +91,12 @@ def _part(out: Doc, name: str, kind: type[_T]) -> _T:
 
 def _apply(out: Doc, change: Change) -> None:
     """Apply ``change`` to ``out`` in place."""
+    if change.op == "replace":  # the user's whole document; the keeper's bookkeeping stays
+        kept = {k: v for k, v in out.items() if k.startswith("_")}
+        out.clear()
+        out.update(_fresh(user_document(change.document or {})))
+        out.update(kept)
+        return
     facts = _part(out, "facts", dict)
     commitments = _part(out, "commitments", list)
     questions = _part(out, "open_questions", list)

@@ -30,14 +30,14 @@ from __future__ import annotations
 
 import asyncio
 import logging
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass
 from typing import TYPE_CHECKING
 
 from chatstate.errors import ChatstateError, IdempotencyMismatch, StateVersionConflict
 from chatstate.model import Event, JSONValue, NewEvent, StateDoc
 from chatstate.state.changes import Change, CommitmentStatus, Extractor, fact_key
-from chatstate.state.fold import apply_all, change_of, empty_state
+from chatstate.state.fold import apply_all, change_of, empty_state, user_document
 from chatstate.state.rules import RuleExtractor
 
 if TYPE_CHECKING:
@@ -128,6 +128,29 @@ class StateKeeper:
                 idempotency_key=idempotency_key,
             )
         return (await self._run(tenant_id, session_id, extract=False)).state
+
+    async def replace(
+        self,
+        session_id: str,
+        data: Mapping[str, JSONValue],
+        *,
+        tenant_id: str = "default",
+        expected_version: int | None = None,
+    ) -> StateDoc:
+        """Replace the user's document (``PUT /state``), recorded as a ``replace`` state
+        event so that no later sync or rebuild from the log undoes it; the keeper's cursors
+        and health stay. ``expected_version`` makes it conditional
+        (:class:`StateVersionConflict` when the document moved)."""
+        if expected_version is not None:
+            current = await self.store.get_state(tenant_id=tenant_id, session_id=session_id)
+            if current.version != expected_version:
+                raise StateVersionConflict(
+                    f"state is at version {current.version}, not {expected_version}",
+                    expected=expected_version,
+                    actual=current.version,
+                )
+        change = Change(op="replace", document=user_document(data))
+        return await self.apply(session_id, [change], tenant_id=tenant_id)
 
     async def set_fact(
         self,
