@@ -2,8 +2,9 @@
 
 Open-loop load above what one process can serve does not queue without bound (each
 request waiting longer than the last until every answer is late); the request over the
-bound is answered at once with 503 and ``Retry-After``, before its body is read and
-before any store or tokenizer work, so the admitted ones keep their latency.
+bound is answered at once with 503 and ``Retry-After``, before any store or tokenizer
+work (a body up to 64 KiB is read and dropped so the connection stays; a larger one is
+left unread and the connection closed), so the admitted ones keep their latency.
 
 A request is *in flight* from the moment it is admitted until its response has been sent
 in full: a streamed gateway turn counts for as long as it streams. ``/healthz``,
@@ -54,7 +55,7 @@ class Admission:
             gate.rejected += 1
             if self.metrics is not None:
                 self.metrics.count("admission_rejected")
-            await self._reject(scope, send)
+            await self._reject(scope, receive, send)
             return
         gate.in_flight += 1
         gate.peak = max(gate.peak, gate.in_flight)
@@ -63,7 +64,7 @@ class Admission:
         finally:
             gate.in_flight -= 1
 
-    async def _reject(self, scope: Scope, send: Send) -> None:
+    async def _reject(self, scope: Scope, receive: Receive, send: Send) -> None:
         body = json.dumps(
             {
                 "error": "overloaded",
@@ -76,17 +77,31 @@ class Admission:
             (b"content-length", str(len(body)).encode()),
             (b"retry-after", str(self.gate.retry_after).encode()),
         ]
-        if _has_body(scope):
-            # The body is left unread: the connection cannot be reused, and says so.
+        size = _body_size(scope)
+        if size is not None and size <= DRAIN_BYTES:
+            # A small body is read and dropped, so the client keeps its connection: a
+            # refusal that closed it would cost a new connection per refused request,
+            # the work that keeps an overloaded process overloaded.
+            while (await receive()).get("more_body", False):
+                pass
+        elif size != 0:
+            # A large or chunked body is left unread: the connection cannot be reused,
+            # and says so.
             headers.append((b"connection", b"close"))
         await send({"type": "http.response.start", "status": 503, "headers": headers})
         await send({"type": "http.response.body", "body": body})
 
 
-def _has_body(scope: Scope) -> bool:
+DRAIN_BYTES = 64 * 1024
+"""A refused request's body up to this size is read and dropped (the connection stays)."""
+
+
+def _body_size(scope: Scope) -> int | None:
+    """The declared body size: 0 without one, None when chunked or not a number."""
     for name, value in scope.get("headers", ()):
         if name == b"content-length":
-            return value.strip() not in (b"", b"0")
+            text = value.strip()
+            return int(text) if text.isdigit() else None
         if name == b"transfer-encoding":
-            return True
-    return False
+            return None
+    return 0
