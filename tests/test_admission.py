@@ -94,26 +94,30 @@ async def test_admission_control_can_be_turned_off() -> None:
 async def test_a_refused_small_body_keeps_the_connection_a_large_one_closes_it() -> None:
     store = HeldStore()
     app = create_app(ServerConfig(dev_mode=True, max_in_flight=1), store=store)
-    async with live_server(app) as server:
-        async with httpx.AsyncClient(base_url=server.base_url, timeout=60) as held:
-            store.gate.set()
-            await held.post("/v1/sessions", json={"id": "s"})
-            store.gate.clear()
-            body = {"events": [{"role": "user", "content": "held"}]}
-            holding = asyncio.create_task(held.post("/v1/sessions/s/events", json=body))
-            while store.inside < 1:
-                await asyncio.sleep(0.01)
-            async with httpx.AsyncClient(base_url=server.base_url, timeout=60) as c:
-                # A small body is read and dropped: the 503 keeps the connection open.
-                small = await c.post("/v1/sessions/s/events", json=body)
-                assert small.status_code == 503
-                assert "connection" not in small.headers
-                again = await c.post("/v1/sessions/s/events", json=body)
-                assert again.status_code == 503
-                # A body over 64 KiB is left unread: the answer says the connection ends.
-                big = {"events": [{"role": "user", "content": "x" * 70_000}]}
-                large = await c.post("/v1/sessions/s/events", json=big)
-                assert large.status_code == 503
-                assert large.headers["connection"] == "close"
-            store.gate.set()
-            assert (await holding).status_code == 201
+    async with (
+        live_server(app) as server,
+        httpx.AsyncClient(base_url=server.base_url, timeout=60) as held,
+        httpx.AsyncClient(base_url=server.base_url, timeout=60) as c,
+    ):
+        store.gate.set()
+        await held.post("/v1/sessions", json={"id": "s"})
+        store.gate.clear()
+        body = {"events": [{"role": "user", "content": "held"}]}
+        holding = asyncio.create_task(held.post("/v1/sessions/s/events", json=body))
+        for _ in range(6000):  # the one admitted request reaches the store
+            if store.inside:
+                break
+            await asyncio.sleep(0.01)
+        # A small body is read and dropped: the 503 keeps the connection open.
+        small = await c.post("/v1/sessions/s/events", json=body)
+        assert small.status_code == 503
+        assert "connection" not in small.headers
+        again = await c.post("/v1/sessions/s/events", json=body)
+        assert again.status_code == 503
+        # A body over 64 KiB is left unread: the answer says the connection ends.
+        big = {"events": [{"role": "user", "content": "x" * 70_000}]}
+        large = await c.post("/v1/sessions/s/events", json=big)
+        assert large.status_code == 503
+        assert large.headers["connection"] == "close"
+        store.gate.set()
+        assert (await holding).status_code == 201
