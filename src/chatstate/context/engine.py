@@ -1,12 +1,13 @@
 """The context engine: reads what one turn needs from the store and assembles it.
 
 Per turn it reads a bounded window (the newest events back to the newest summary, at most
-about twice the budget's worth or ``tail_limit`` events) and the state document, never the
-whole history, so its cost follows the window and not the conversation. Retrieval keeps
-one in-process index per active branch (at most ``max_sessions``): a document per chat
-message, holding the message too, so hits and their neighbours cost no read (memory about
-the size of the indexed text; :meth:`ContextEngine.forget` drops it). The decisions are
-made by the pure :func:`assemble`.
+about twice the budget's worth or ``tail_limit`` events) and the state document of the
+branch it builds for (each branch keeps its own), never the whole history, so its cost
+follows the window and not the conversation. Retrieval keeps one in-process index per
+active branch (at most ``max_sessions``): a document per chat message, holding the message
+too, so hits and their neighbours cost no read (memory about the size of the indexed text;
+:meth:`ContextEngine.forget` drops it). The decisions are made by the pure
+:func:`assemble`.
 
 Compaction runs off the request path: when turns no longer fit, the engine schedules a
 background task that folds the previous summary and the oldest turns into a new
@@ -266,7 +267,9 @@ class ContextEngine:
         current = NewEvent.message("user", message) if isinstance(message, str) else message
         if current is None and tail and tail[-1].kind == "message" and tail[-1].role == "user":
             current, tail = tail[-1].draft(), tail[:-1]
-        state = await self.store.get_state(tenant_id=tenant_id, session_id=session_id)
+        state = await self.store.get_state(
+            tenant_id=tenant_id, session_id=session_id, branch=branch
+        )
         count = _memo_counter(model)
         candidates: list[tuple[Turn, float]] = []
         near: dict[int, tuple[Event, ...]] = {}

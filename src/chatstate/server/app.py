@@ -181,12 +181,12 @@ def _limiter(config: ServerConfig) -> RateLimiter:
 
 def _state_and_health(keeper: StateKeeper, health: HealthMetrics) -> AfterTurn:
     """After each stored answer, off the request path: extract facts and commitments into
-    the state document and count the re-asks and contradictions the keeper flags."""
+    the state document of the branch the turn ran on (``TurnDone.branch``: the branch the
+    gateway appended the turn to) and count the re-asks and contradictions it flags."""
 
     async def after_turn(done: TurnDone) -> None:
-        if done.branch != keeper.branch:
-            return  # the state document follows the session's main branch
-        result = await keeper.sync(done.session_id, tenant_id=done.tenant)
+        # The turn's own branch: each branch keeps its own state document.
+        result = await keeper.on_branch(done.branch).sync(done.session_id, tenant_id=done.tenant)
         health.observe_flags(result.flags)
 
     return after_turn

@@ -229,12 +229,24 @@ class Primitives:
     async def _p_branches(self, tenant_id: str, session_id: str, now: datetime) -> list[Branch]:
         raise NotImplementedError
 
-    async def _p_get_state(self, tenant_id: str, session_id: str, now: datetime) -> StateDoc:
+    async def _p_get_state(
+        self, tenant_id: str, session_id: str, branch: str, now: datetime
+    ) -> StateDoc:
+        """The branch's document (version 0, empty, when none); ``BranchNotFound`` for an
+        unknown branch, checked after the session."""
         raise NotImplementedError
 
     async def _p_put_state(
-        self, tenant_id: str, session_id: str, body: str, expected: int, now: datetime
+        self,
+        tenant_id: str,
+        session_id: str,
+        branch: str,
+        body: str,
+        expected: int,
+        now: datetime,
     ) -> StateDoc:
+        """In one transaction: the session, the branch (``BranchNotFound``), then the
+        version check (:func:`state_conflict`) and the write of ``expected + 1``."""
         raise NotImplementedError
 
     async def _p_close(self) -> None:

@@ -10,7 +10,10 @@ in this order (scripts that need fewer take a prefix of the list)::
     KEYS[4] e   hash   "<branch>:<seq>" -> event record (header line, then the JSON body)
     KEYS[5] i   hash   idempotency key -> "fingerprint|branch|first|last|created_us"
     KEYS[6] it  zset   idempotency key scored by created_us (to find stale records)
-    KEYS[7] st  hash   the state document: tenant, session, nonce, version, body, time
+    KEYS[7] st  hash   the state documents, one per branch: tenant, session, nonce, then
+                       version, body, updated_us for main (the fields of the layout
+                       before state was per branch, so those documents still read) and
+                       version:<b>, body:<b>, updated_us:<b> for any other branch b
 
 Times arrive as decimal strings of microseconds from ``StoreConfig.clock`` and are stored
 as given: Lua 5.1 numbers print with 14 significant digits, so a time is never turned back
@@ -27,6 +30,7 @@ __all__ = [
     "CREATE",
     "DELETE",
     "FORK",
+    "GET_STATE",
     "IDEM_CLEAN",
     "INDEX_CAS",
     "PURGE_ONE",
@@ -179,23 +183,50 @@ return {'ok', at}
 """
 )
 
+# The fields of one branch's document in the state hash (see KEYS[7] above).
+_STATE_FIELDS = """
+local function state_fields(branch)
+  local sfx = ''
+  if branch ~= 'main' then sfx = ':' .. branch end
+  return 'version' .. sfx, 'body' .. sfx, 'updated_us' .. sfx
+end
+"""
+
+GET_STATE = (
+    _STATE_FIELDS
+    + """
+-- KEYS: m, h, st. ARGV: branch. The session record, whether the branch exists, and the
+-- owner fields and the branch's document, read at one instant.
+local v, b, u = state_fields(ARGV[1])
+return {redis.call('HGETALL', KEYS[1]), redis.call('HEXISTS', KEYS[2], ARGV[1]),
+        redis.call('HMGET', KEYS[3], 'tenant', 'session', 'nonce', v, b, u)}
+"""
+)
+
 PUT_STATE = (
     _LIVE
+    + _STATE_FIELDS
     + """
--- KEYS: m, st. ARGV: tenant, session, now, expected version, body
+-- KEYS: m, h, st. ARGV: tenant, session, now, expected version, body, branch
 local cur, err = live(ARGV[1], ARGV[2], ARGV[3])
 if not cur then return {err} end
-local st = redis.call('HMGET', KEYS[2], 'tenant', 'session', 'nonce', 'version')
+if redis.call('HEXISTS', KEYS[2], ARGV[6]) == 0 then return {'nobranch'} end
+local vf, bf, uf = state_fields(ARGV[6])
+local st = redis.call('HMGET', KEYS[3], 'tenant', 'session', 'nonce', vf)
 local version = 0
 if st[1] then
   if st[1] ~= ARGV[1] or st[2] ~= ARGV[2] then return {'integrity'} end
-  if st[3] == cur[4] then version = tonumber(st[4]) end
+  if st[3] == cur[4] then
+    version = tonumber(st[4] or '0')
+  else
+    redis.call('DEL', KEYS[3])  -- left by an earlier incarnation of the session id
+  end
 end
 if version ~= tonumber(ARGV[4]) then return {'conflict', tostring(version)} end
-redis.call('HSET', KEYS[2], 'tenant', ARGV[1], 'session', ARGV[2], 'nonce', cur[4],
-           'version', tostring(version + 1), 'body', ARGV[5], 'updated_us', ARGV[3])
+redis.call('HSET', KEYS[3], 'tenant', ARGV[1], 'session', ARGV[2], 'nonce', cur[4],
+           vf, tostring(version + 1), bf, ARGV[5], uf, ARGV[3])
 local left = redis.call('PTTL', KEYS[1])
-if left > 0 then redis.call('PEXPIRE', KEYS[2], left) end
+if left > 0 then redis.call('PEXPIRE', KEYS[3], left) end
 return {'ok', tostring(version + 1)}
 """
 )
