@@ -174,7 +174,8 @@ async def test_two_turns_at_once_second_is_rejected_and_retry_attaches() -> None
                 first = stream.response
                 other = {**body, "messages": [{"role": "user", "content": "second"}]}
                 clash = await c.post("/v1/chat/completions", json=other)
-                assert clash.status_code == 409 and clash.json()["error"] == "turn_in_progress"
+                assert clash.status_code == 409
+                assert clash.json()["error"]["code"] == "turn_in_progress"
                 retry = await c.post("/v1/chat/completions", json=body, headers=key)
                 assert retry.headers["x-response-id"] == first.headers["x-response-id"]
                 events = [ln for ln in retry.text.splitlines() if ln.startswith("event:")]
