@@ -145,8 +145,11 @@ TIER_INVALIDATE = (
     _TIER_COMMON
     + """
 -- Forget every cached window of the session but keep its generation for a while, so a
--- fill that began before this write is still refused. ARGV: tenant, session, keep_ms
+-- fill that began before this write is still refused. ARGV: tenant, session, keep_ms,
+-- and '1' to do nothing when the key does not exist (a read of an unknown session must
+-- not create one)
 if not owner_ok() then return {'integrity'} end
+if ARGV[4] == '1' and redis.call('EXISTS', KEYS[1]) == 0 then return {'none'} end
 local gen = redis.call('HINCRBY', KEYS[1], 'gen', 1)
 redis.call('DEL', KEYS[1])
 redis.call('HSET', KEYS[1], 't', ARGV[1], 's', ARGV[2], 'gen', gen)

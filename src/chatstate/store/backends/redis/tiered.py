@@ -271,7 +271,7 @@ class TieredStore(StoreWrapper):
                     events.reverse()
                 return events
             self.stats.stale += 1
-            log.info("stale cache window of a session discarded; refilling it")
+            log.debug("stale cache window of a session discarded; refilling it")
             if before_seq is not None:
                 return None
         else:
@@ -290,16 +290,17 @@ class TieredStore(StoreWrapper):
         return next((b for b in branches if b.name == branch), None)
 
     async def _erase(self, tenant_id: str, session_id: str) -> None:
+        """Erase what the cache holds of a session the system of record does not have."""
+        key = self._key(tenant_id, session_id)
         try:
-            await self._run(
-                "TIER_INVALIDATE",
-                self._key(tenant_id, session_id),
-                [tenant_id, session_id, self._keep_ms],
+            reply = await self._run(
+                "TIER_INVALIDATE", key, [tenant_id, session_id, self._keep_ms, 1]
             )
         except (*DRIVER_ERRORS, ChatstateError) as exc:
             self._trip(exc)
             return
-        self.stats.erased += 1
+        if reply[0] == "ok":
+            self.stats.erased += 1
 
     async def _fill(
         self, tenant_id: str, session_id: str, truth: Branch, gen: str, stamp_ms: int
