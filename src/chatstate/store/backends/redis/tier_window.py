@@ -24,9 +24,10 @@ per-session generation would do, without a column or a migration.
 
 from __future__ import annotations
 
+import logging
 from collections.abc import Sequence
 from dataclasses import dataclass
-from typing import cast
+from typing import TypeVar, cast
 
 from redis.exceptions import ResponseError
 
@@ -41,10 +42,15 @@ __all__ = [
     "TierStats",
     "cache_persists",
     "decode_entry",
+    "decode_page",
     "encode_entry",
     "page_of",
+    "unwrap",
     "validator",
 ]
+
+_T = TypeVar("_T")
+log = logging.getLogger("chatstate.store.tiered")
 
 
 @dataclass(slots=True)
@@ -93,6 +99,7 @@ def decode_entry(raw: str, tenant_id: str, session_id: str, seq: int) -> Event:
         raise ChatstateError("malformed cache entry")
     tenant, session, r_seq, branch, created, tokens, key, body = doc
     if tenant != tenant_id or session != session_id:
+        log.error("redis cache returned another session's event; refusing it")
         raise ChatstateError("the cache returned another session's data; refusing it")
     if r_seq != seq:
         raise ChatstateError("cache entry at the wrong position")
@@ -104,6 +111,22 @@ def decode_entry(raw: str, tenant_id: str, session_id: str, seq: int) -> Event:
         token_count=cast(int | None, tokens),
         idempotency_key=cast(str | None, key),
     )
+
+
+def decode_page(
+    raws: Sequence[str | None], first: int, tenant_id: str, session_id: str, order: Order
+) -> list[Event] | None:
+    """The events of a confirmed hit, seqs ``first, first + 1, ...``; ``None`` when an
+    entry is missing (the store answers)."""
+    if any(raw is None for raw in raws):
+        return None
+    events = [
+        decode_entry(cast(str, raw), tenant_id, session_id, seq)
+        for seq, raw in enumerate(raws, start=first)
+    ]
+    if order == "desc":
+        events.reverse()
+    return events
 
 
 def page_of(
@@ -122,6 +145,13 @@ def page_of(
     if order == "desc":
         return [e for e in reversed(window) if e.seq >= bottom]
     return [e for e in window if e.seq >= lo][:limit]
+
+
+def unwrap(outcome: _T | BaseException) -> _T:
+    """One result of ``gather(..., return_exceptions=True)``, or its error raised."""
+    if isinstance(outcome, BaseException):
+        raise outcome
+    return outcome
 
 
 async def cache_persists(client: RedisClient) -> bool | None:

@@ -65,9 +65,10 @@ from chatstate.store.backends.redis.conn import (
 from chatstate.store.backends.redis.tier_window import (
     TierStats,
     cache_persists,
-    decode_entry,
+    decode_page,
     encode_entry,
     page_of,
+    unwrap,
     validator,
 )
 from chatstate.store.front import read_last_via
@@ -240,36 +241,33 @@ class TieredStore(StoreWrapper):
         order: Order,
     ) -> list[Event] | None:
         """The answer from a window the system of record confirms, filling it on a miss;
-        ``None`` to ask the store."""
+        ``None`` to ask the store. For a tail read (no ``before_seq``) the cache and the
+        system of record are asked at once, so a hit waits for the slower of the two."""
         key = self._key(tenant_id, session_id)
         before = "" if before_seq is None else before_seq
         args: list[str | int] = [tenant_id, session_id, branch, after_seq, before, limit, order]
-        try:
-            reply = await self._run("TIER_GET", key, [*args, self._lease_ms])
-            if self._persists is None:
-                self._persists = await cache_persists(self._client)
-        except DRIVER_ERRORS as exc:
-            self._trip(exc)
+        args.append(self._lease_ms)
+        if before_seq is None:
+            got = await asyncio.gather(
+                self._get(key, args),
+                self._branch(tenant_id, session_id, branch),
+                return_exceptions=True,
+            )
+            truth, reply = unwrap(got[1]), unwrap(got[0])  # the store's error first
+        else:
+            reply = await self._get(key, args)
+            if reply is None or reply[0] != "hit":
+                return None  # older history than the window holds: the store answers
+            truth = await self._branch(tenant_id, session_id, branch)
+        if reply is None or reply[0] == "short":
             return None
-        if reply[0] == "short" or (reply[0] == "miss" and before_seq is not None):
-            return None  # older history than the window holds: the store answers
-        truth = await self._branch(tenant_id, session_id, branch)
         if truth is None:
             return None  # no such branch: the store raises
         if reply[0] == "hit":
             if int(reply[3]) == truth.head_seq and str(reply[4]) == validator(truth):
                 self.stats.hits += 1
-                raws = cast(list[str | None], reply[7])
-                if any(raw is None for raw in raws):
-                    return None
-                first, last = int(reply[5]), int(reply[6])
-                events = [
-                    decode_entry(cast(str, raw), tenant_id, session_id, seq)
-                    for seq, raw in zip(range(first, last + 1), raws, strict=True)
-                ]
-                if order == "desc":
-                    events.reverse()
-                return events
+                first, raws = int(reply[5]), cast(list[str | None], reply[7])
+                return decode_page(raws, first, tenant_id, session_id, order)
             self.stats.stale += 1
             log.debug("stale cache window of a session discarded; refilling it")
             if before_seq is not None:
@@ -278,6 +276,17 @@ class TieredStore(StoreWrapper):
             self.stats.misses += 1
         window = await self._fill(tenant_id, session_id, truth, str(reply[1]), int(reply[2]))
         return None if window is None else page_of(window, after_seq, limit, order)
+
+    async def _get(self, key: str, args: list[str | int]) -> list[Any] | None:
+        """The cache's candidate (``TIER_GET``); ``None`` when Redis failed."""
+        try:
+            reply = await self._run("TIER_GET", key, args)
+            if self._persists is None:
+                self._persists = await cache_persists(self._client)
+        except DRIVER_ERRORS as exc:
+            self._trip(exc)
+            return None
+        return reply
 
     async def _branch(self, tenant_id: str, session_id: str, branch: str) -> Branch | None:
         """The branch as the system of record has it now. A session it does not have
