@@ -52,6 +52,7 @@ from chatstate.model import (
     StateDoc,
 )
 from chatstate.store.codec import (
+    check_metadata,
     decode_cursor,
     decode_event,
     dumps,
@@ -79,7 +80,6 @@ from chatstate.store.rules import (
     check_fork,
     check_id,
     check_limit,
-    check_metadata,
     check_metadata_filter,
     check_read,
     check_seq,
