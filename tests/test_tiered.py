@@ -383,3 +383,27 @@ async def test_a_cache_that_is_down_at_start_is_not_an_error(tmp_path: Path) -> 
     finally:
         server.stop()
         await store.close()
+
+
+def test_an_unreadable_event_is_cached_as_it_is_stored() -> None:
+    """A row the codec cannot read comes back from the cache unreadable, with its reason
+    and raw body, not as the plain marker that stands in for it (which export and health
+    would then not report)."""
+    from datetime import UTC, datetime
+
+    from chatstate.store.backends.redis.tier_window import decode_entry, encode_entry
+    from chatstate.store.codec import decode_event
+
+    stored = '{"v":99,"kind":"message","role":"user","content":"from the future"}'
+    event = decode_event(
+        stored,
+        seq=3,
+        branch="main",
+        created_at=datetime(2026, 12, 2, tzinfo=UTC),
+        token_count=None,
+        idempotency_key=None,
+    )
+    assert event.unreadable == "unreadable"
+    cached = decode_entry(encode_entry(StoreConfig().limits, T, "s", event), T, "s", 3)
+    assert cached == event
+    assert cached.unreadable == "unreadable" and cached.data["raw"] == stored

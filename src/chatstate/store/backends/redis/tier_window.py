@@ -77,8 +77,11 @@ def validator(branch: Branch) -> str:
 
 def encode_entry(limits: StoreLimits, tenant_id: str, session_id: str, event: Event) -> str:
     """One event as the tier stores it; raises ``ChatstateError`` for an event the codec
-    refuses today (such a window is served but not cached)."""
-    body = encode_appends([event.draft()], limits)[0].body
+    refuses today (such a window is served but not cached). A stored event that cannot
+    be read is cached as it is stored (its raw body), so it reads back unreadable, with
+    its reason, and not as the marker that stands in for it."""
+    raw = event.data.get("raw") if event.unreadable is not None else None
+    body = raw if isinstance(raw, str) else encode_appends([event.draft()], limits)[0].body
     return dumps(
         [
             tenant_id,
