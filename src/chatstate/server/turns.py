@@ -32,6 +32,7 @@ from __future__ import annotations
 import asyncio
 import hashlib
 import secrets
+from abc import ABC, abstractmethod
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, replace
 from datetime import datetime, timedelta
@@ -84,9 +85,10 @@ def response_of(event: Event) -> str | None:
     return rid if isinstance(rid, str) else None
 
 
-class TurnOpener:
+class TurnOpener(ABC):
     """The request path of :class:`chatstate.server.gateway.Gateway` up to the start of
-    its producer: which turn this request is, and whether it may open one."""
+    its producer: which turn this request is, and whether it may open one. The gateway
+    supplies the two abstract methods: starting a producer and storing an answer."""
 
     store: Store
     engine: ContextEngine
@@ -94,13 +96,13 @@ class TurnOpener:
     config: ServerConfig
     _tasks: dict[str, asyncio.Task[None]]
 
-    async def _launch(self, info: ResponseInfo, turn: TurnRequest) -> None:
-        raise NotImplementedError
+    @abstractmethod
+    async def _launch(self, info: ResponseInfo, turn: TurnRequest) -> None: ...
 
+    @abstractmethod
     async def store_answer(
         self, info: ResponseInfo, records: Sequence[Record] | None = None
-    ) -> int | None:
-        raise NotImplementedError
+    ) -> int | None: ...
 
     async def start(self, principal: Principal, turn: TurnRequest) -> ResponseInfo:
         """Store the turn's input and start its producer; or attach to the same turn."""
