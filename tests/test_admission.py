@@ -121,3 +121,37 @@ async def test_a_refused_small_body_keeps_the_connection_a_large_one_closes_it()
         assert large.headers["connection"] == "close"
         store.gate.set()
         assert (await holding).status_code == 201
+
+
+async def test_streams_have_a_bound_of_their_own() -> None:
+    """A gateway stream idling on its upstream does not take the slot of a CPU-bound
+    request, nor the other way round; each bound refuses only its own kind."""
+    from helpers.fake_openai import FakeOpenAI
+
+    with FakeOpenAI("slow " * 40, chunk_delay=0.05) as fake:
+        config = ServerConfig(
+            dev_mode=True, upstream_base_url=fake.base_url, max_in_flight=1, max_streams=1
+        )
+        app = create_app(config, store=MemoryStore())
+        async with (
+            live_server(app) as server,
+            httpx.AsyncClient(base_url=server.base_url, timeout=60) as c,
+        ):
+            body = {
+                "model": "m",
+                "stream": True,
+                "session_id": "s",
+                "messages": [{"role": "user", "content": "go"}],
+            }
+            async with c.stream("POST", "/v1/chat/completions", json=body) as stream:
+                assert stream.status_code == 200
+                # The stream holds the one stream slot, not the request slot.
+                other = {**body, "session_id": "t"}
+                refused = await c.post("/v1/chat/completions", json=other)
+                assert refused.status_code == 503
+                assert "streams in flight" in refused.json()["error"]["message"]
+                created = await c.post("/v1/sessions", json={"id": "u"})
+                assert created.status_code == 201
+                async for _ in stream.aiter_lines():
+                    pass
+            assert app.state.stream_admission.peak == 1

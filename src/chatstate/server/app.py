@@ -125,7 +125,9 @@ def create_app(config: ServerConfig | None = None, *, store: Store | None = None
     _add_operations(app, metrics)
     app.add_middleware(BodyLimit, max_bytes=config.max_body_bytes)
     app.state.admission = gate = Gate(config.max_in_flight)
-    app.add_middleware(Admission, gate=gate, metrics=metrics)  # before the body is read
+    app.state.stream_admission = streams = Gate(config.max_streams)
+    # Before the body is read; gateway turns against their own bound.
+    app.add_middleware(Admission, gate=gate, streams=streams, metrics=metrics)
     app.add_middleware(MetricsMiddleware, metrics=metrics)
     return app
 

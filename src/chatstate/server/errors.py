@@ -47,6 +47,7 @@ __all__ = [
     "UpstreamError",
     "error_response",
     "install",
+    "shaped",
 ]
 
 OPENAI_PATHS = frozenset({"/v1/chat/completions"})
@@ -125,11 +126,11 @@ def error_response(exc: ChatstateError, *, path: str = "") -> JSONResponse:
         headers["Retry-After"] = str(max(1, round(exc.retry_after + 0.5)))
     if isinstance(exc, Unauthorized):
         headers["WWW-Authenticate"] = "Bearer"
-    body = _shaped(path, exc.to_dict())
+    body = shaped(path, exc.to_dict())
     return JSONResponse(body, status_code=exc.status, headers=headers)
 
 
-def _shaped(path: str, body: dict[str, object]) -> dict[str, object]:
+def shaped(path: str, body: dict[str, object]) -> dict[str, object]:
     """``body`` as it leaves ``path``: on the OpenAI-compatible routes, OpenAI's error
     object (``type`` and ``code`` are chatstate's code; other fields stay beside it)."""
     if path not in OPENAI_PATHS:
@@ -167,7 +168,7 @@ async def _validation_error(request: Request, exc: Exception) -> JSONResponse:
         "message": "request validation failed",
         "details": details,
     }
-    return JSONResponse(_shaped(request.url.path, body), status_code=422)
+    return JSONResponse(shaped(request.url.path, body), status_code=422)
 
 
 async def _http_error(request: Request, exc: Exception) -> JSONResponse:
@@ -175,7 +176,7 @@ async def _http_error(request: Request, exc: Exception) -> JSONResponse:
     code = _HTTP_CODES.get(exc.status_code, "error")
     body: dict[str, object] = {"error": code, "message": str(exc.detail)}
     return JSONResponse(
-        _shaped(request.url.path, body), status_code=exc.status_code, headers=exc.headers
+        shaped(request.url.path, body), status_code=exc.status_code, headers=exc.headers
     )
 
 
