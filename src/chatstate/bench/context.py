@@ -95,13 +95,11 @@ async def _session(engine: ContextEngine, store: SQLiteStore, size: int, seed: i
 
 def _factory(name: str) -> Callable[[], Retriever]:
     if name == "bm25":
-        return BM25Retriever
+        return BM25Retriever.for_messages
     from chatstate.context import embeddings  # noqa: PLC0415 - optional extra
 
     encode = embeddings.load_minilm()
-    return lambda: embeddings.FusedRetriever(
-        [BM25Retriever(), embeddings.EmbeddingRetriever(encode=encode)]
-    )
+    return lambda: embeddings.fused_for_messages(embeddings.EmbeddingRetriever(encode=encode))
 
 
 async def _run(sizes: list[int], builds: int, budget: int, retriever: str = "bm25") -> None:

@@ -27,7 +27,9 @@ import heapq
 import math
 import re
 from collections import Counter
-from collections.abc import Collection, Iterable, Sequence
+from collections.abc import Collection, Iterable, Mapping, Sequence
+
+from chatstate.context.feedback import Feedback, expansion
 
 __all__ = ["DEFAULT_STOP_WORDS", "BM25Retriever", "tokenize"]
 
@@ -130,7 +132,19 @@ class BM25Retriever:
     documents are penalised; ``stem`` strips common English suffixes. Documents are added
     with increasing ids (the context engine uses a message's seq); ties in score are broken
     by id, newest first.
+
+    ``previous``: each document also holds the previous document's terms, counted at this
+    weight, so that a reply is found by the words of the question it answers (0: documents
+    stand alone). ``feedback``: each search is run again with its query expanded from its
+    first hits (:mod:`chatstate.context.feedback`). :meth:`for_messages` is the setting
+    the context engine uses on a conversation's messages.
     """
+
+    @classmethod
+    def for_messages(cls) -> BM25Retriever:
+        """BM25 over a conversation, one message a document, each also holding the
+        previous message's words (what the context engine uses)."""
+        return cls(previous=1.0)
 
     def __init__(
         self,
@@ -139,21 +153,31 @@ class BM25Retriever:
         b: float = 0.75,
         stop_words: Collection[str] = DEFAULT_STOP_WORDS,
         stem: bool = True,
+        previous: float = 0.0,
+        feedback: Feedback | None = None,
     ) -> None:
         if k1 < 0:
             raise ValueError(f"k1 must be >= 0, got {k1}")
         if not 0.0 <= b <= 1.0:
             raise ValueError(f"b must be within [0, 1], got {b}")
+        if not 0.0 <= previous <= 1.0:
+            raise ValueError(f"previous must be within [0, 1], got {previous}")
         self._k1 = k1
         self._b = b
         self._stop_words = frozenset(stop_words)
         self._stem = stem
+        self._previous = previous
+        self._feedback = feedback
         self._ids: list[int] = []
-        self._lengths: list[int] = []
-        self._total_length = 0
+        self._lengths: list[float] = []
+        self._total_length = 0.0
         # term -> (doc indexes, term frequencies), two parallel lists in increasing order
-        self._postings: dict[str, tuple[list[int], list[int]]] = {}
+        self._postings: dict[str, tuple[list[int], list[float]]] = {}
         self._term_of: dict[str, str] = {}
+        self._last_terms: dict[str, int] = {}
+        """The previous document's own term counts (``previous`` adds them to the next)."""
+        self._doc_terms: list[dict[str, float]] = []
+        """Each document's terms, kept only with ``feedback`` (its expansion reads them)."""
 
     def __len__(self) -> int:
         return len(self._ids)
@@ -173,18 +197,25 @@ class BM25Retriever:
         postings = self._postings
         for doc_id, text in docs:
             index = len(self._ids)
-            terms = self._term_counts(text)
+            own = self._term_counts(text)
+            terms: dict[str, float] = dict(own)
+            if self._previous:
+                for term, count in self._last_terms.items():
+                    terms[term] = terms.get(term, 0) + self._previous * count
+            self._last_terms = own
+            if self._feedback is not None:
+                self._doc_terms.append(terms)
             length = sum(terms.values())
             self._ids.append(doc_id)
             self._lengths.append(length)
             self._total_length += length
-            for term, tf in terms.items():
+            for term, freq in terms.items():
                 entry = postings.get(term)
                 if entry is None:
-                    postings[term] = ([index], [tf])
+                    postings[term] = ([index], [freq])
                 else:
                     entry[0].append(index)
-                    entry[1].append(tf)
+                    entry[1].append(freq)
 
     def _term_counts(self, text: str) -> dict[str, int]:
         """Term frequencies of ``text``: raw words counted in C, then each distinct word
@@ -210,10 +241,12 @@ class BM25Retriever:
         """
         if k <= 0 or not self._ids:
             return []
-        terms = tokenize(query, self._stop_words, stem=self._stem)
-        scores = self._scores(dict.fromkeys(terms))
+        weights = dict.fromkeys(tokenize(query, self._stop_words, stem=self._stem), 1.0)
+        scores = self._scores(weights)
         if not scores:
             return []
+        if self._feedback is not None:
+            scores = self._expanded(weights, scores, self._feedback)
         ids = self._ids
         excluded = exclude if isinstance(exclude, set | frozenset) else set(exclude)
         candidates: Iterable[tuple[int, float]] = scores.items()
@@ -222,8 +255,21 @@ class BM25Retriever:
         best = heapq.nlargest(k, candidates, key=lambda item: (item[1], item[0]))
         return [(ids[index], score) for index, score in best]
 
-    def _scores(self, terms: Iterable[str]) -> dict[int, float]:
-        """BM25 score per doc index, summed over the distinct query ``terms``."""
+    def _expanded(
+        self, weights: dict[str, float], scores: dict[int, float], feedback: Feedback
+    ) -> dict[int, float]:
+        """Scores again with the query expanded from its first hits (see
+        :mod:`chatstate.context.feedback`); the first scores when nothing is added."""
+        best = heapq.nlargest(feedback.docs, scores.items(), key=lambda item: (item[1], item[0]))
+        first = [(self._doc_terms[index], score) for index, score in best]
+        extra = expansion(
+            first, weights, lambda term: len(self._postings[term][0]), len(self._ids), feedback
+        )
+        return self._scores({**weights, **extra}) if extra else scores
+
+    def _scores(self, weights: Mapping[str, float]) -> dict[int, float]:
+        """BM25 score per doc index, summed over the distinct query terms, each times its
+        weight (1 for the query's own words)."""
         n_docs = len(self._ids)
         avg_length = self._total_length / n_docs or 1.0
         k1 = self._k1
@@ -232,14 +278,14 @@ class BM25Retriever:
         lengths = self._lengths
         scores: dict[int, float] = {}
         get = scores.get
-        for term in terms:
+        for term, weight in weights.items():
             entry = self._postings.get(term)
             if entry is None:
                 continue
             indexes, freqs = entry
             df = len(indexes)
             idf = math.log(1.0 + (n_docs - df + 0.5) / (df + 0.5))
-            lift = idf * (k1 + 1.0)
+            lift = weight * idf * (k1 + 1.0)
             for index, tf in zip(indexes, freqs, strict=True):
                 part = lift * tf / (tf + base + per_length * lengths[index])
                 scores[index] = get(index, 0.0) + part

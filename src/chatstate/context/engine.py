@@ -84,9 +84,6 @@ class _Index:
     """Indexed seqs in increasing order (a hit's neighbours are the seqs beside it)."""
     dates: dict[int, str] = field(default_factory=dict)
     """The date each message was said, from the newest date mark before it."""
-    last_text: str = ""
-    """The previous message's text: each document holds it too, so that a reply is
-    found by the words of the question it answers."""
     mark: str | None = None
     first_day: str | None = None
     spans_days: bool = False
@@ -460,9 +457,7 @@ class ContextEngine:
                 index.dates[event.seq] = index.mark or day
             elif event.kind not in _CHAT_KINDS or event.role in ("system", "developer"):
                 continue
-            text = event_text(event)
-            docs.append((event.seq, f"{index.last_text}\n{text}"))
-            index.last_text = text
+            docs.append((event.seq, event_text(event)))
             index.events[event.seq] = event
             index.order.append(event.seq)
         if docs:

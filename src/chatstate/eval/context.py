@@ -110,7 +110,7 @@ def _retriever_factory(name: RetrieverName) -> Callable[[], Retriever]:
 
     name = resolve_retriever(name)
     if name == "bm25":
-        return BM25Retriever
+        return BM25Retriever.for_messages
     from chatstate.context import embeddings  # noqa: PLC0415 - optional extra
 
     encode = _cached(embeddings.load_minilm())
@@ -120,7 +120,7 @@ def _retriever_factory(name: RetrieverName) -> Callable[[], Retriever]:
 
     if name == "minilm":
         return dense
-    return lambda: embeddings.FusedRetriever([BM25Retriever(), dense()])
+    return lambda: embeddings.fused_for_messages(dense())
 
 
 def _cached(

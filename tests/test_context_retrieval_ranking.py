@@ -1,0 +1,137 @@
+"""How the context engine's retrievers rank messages (issue 13): the previous message's
+words, query expansion from the first hits, fusion by normalised scores."""
+
+from __future__ import annotations
+
+import pytest
+
+from chatstate.context.bm25 import BM25Retriever
+from chatstate.context.embeddings import FusedRetriever, fused_for_messages
+from chatstate.context.feedback import Feedback, expansion
+
+CONVERSATION = [
+    (1, "Ann: I started pottery classes at the studio downtown."),
+    (2, "Bob: Pottery sounds fun! What did you make at the studio?"),
+    (3, "Ann: A bowl, my first one. The pottery teacher is patient."),
+    (4, "Bob: My car broke down again on the highway."),
+    (5, "Ann: Oh no, did the mechanic fix it?"),
+    (6, "Bob: He did, the engine needed a new belt."),
+    (7, "Ann: The weather has been grey all week."),
+    (8, "Bob: I read a novel about sailors on a long voyage."),
+    (9, "Ann: The glaze on my vase came out blue after the kiln firing at the studio."),
+    (10, "Bob: Let us go hiking on Sunday if it does not rain."),
+]
+
+
+def _ids(hits: list[tuple[int, float]]) -> list[int]:
+    return [doc for doc, _ in hits]
+
+
+def test_feedback_finds_a_message_that_shares_no_word_with_the_query() -> None:
+    plain = BM25Retriever()
+    expanded = BM25Retriever(feedback=Feedback(docs=3, terms=5))
+    plain.add(CONVERSATION)
+    expanded.add(CONVERSATION)
+    # Message 9 never says "pottery": plain BM25 cannot return it at all.
+    assert 9 not in _ids(plain.search("pottery", k=10))
+    hits = _ids(expanded.search("pottery", k=10))
+    # The expansion took "studio" from the first hits: message 9 comes back, right
+    # after them and before the messages that only share a speaker's name with them.
+    assert set(hits[:3]) == {1, 2, 3}
+    assert hits[3] == 9
+
+
+def test_feedback_keeps_the_exact_hit_first_and_is_deterministic() -> None:
+    index = BM25Retriever(feedback=Feedback())
+    index.add([*CONVERSATION, (11, "Bob: my order number is 48213, the car part")])
+    first = index.search("order 48213", k=5)
+    assert first[0][0] == 11
+    assert index.search("order 48213", k=5) == first
+    assert not {1, 2} & set(_ids(index.search("pottery", k=10, exclude={1, 2})))
+
+
+def test_expansion_weights_and_validation() -> None:
+    first = [({"studio": 2.0, "bowl": 1.0, "pottery": 1.0}, 3.0), ({"studio": 1.0}, 1.0)]
+    df = {"studio": 3, "bowl": 2, "pottery": 3}
+    extra = expansion(first, {"pottery": 1.0}, df.__getitem__, 10, Feedback(weight=0.4))
+    assert "pottery" not in extra  # the query's own words keep weight 1
+    assert extra["studio"] == pytest.approx(0.4)  # the best term gets the full weight
+    assert 0 < extra["bowl"] < extra["studio"]
+    rare = expansion(first, {}, {"studio": 3, "bowl": 1, "pottery": 3}.__getitem__, 10, Feedback())
+    assert "bowl" not in rare  # in fewer than min_df documents
+    assert expansion([], {}, df.__getitem__, 10, Feedback()) == {}
+    with pytest.raises(ValueError, match="feedback"):
+        Feedback(weight=2)
+
+
+def test_previous_message_words_find_the_reply() -> None:
+    docs = [
+        (1, "Where did you go on holiday?"),
+        (2, "Lisbon, for a week."),
+        (3, "How was the food there?"),
+        (4, "Grilled sardines every day."),
+    ]
+    alone, chained = BM25Retriever(), BM25Retriever.for_messages()
+    alone.add(docs)
+    chained.add(docs[:1])
+    chained.add(docs[1:])  # the chain goes on across adds
+    assert _ids(alone.search("holiday", k=5)) == [1]
+    assert _ids(chained.search("holiday", k=5))[:2] == [1, 2]
+    half = BM25Retriever(previous=0.5)
+    half.add(docs)
+    # The reply's own words weigh more than the question's it carries.
+    assert _ids(half.search("sardines food", k=2)) == [4, 3]
+    with pytest.raises(ValueError, match="previous"):
+        BM25Retriever(previous=1.5)
+
+
+class _Fixed:
+    """A retriever with set answers, to check how lists are fused."""
+
+    def __init__(self, hits: list[tuple[int, float]]) -> None:
+        self.hits = hits
+        self.count = 0
+
+    def add(self, docs: list[tuple[int, str]]) -> None:
+        self.count += len(docs)
+
+    def search(self, query: str, *, k: int, exclude: object = ()) -> list[tuple[int, float]]:
+        return self.hits[:k]
+
+    def __len__(self) -> int:
+        return self.count
+
+
+def test_score_fusion_keeps_a_clear_lexical_lead_that_rank_fusion_loses() -> None:
+    # BM25: one exact hit far ahead of the rest; the dense list puts it last.
+    lexical = [(1, 12.0), (2, 1.1), (3, 1.0), (4, 0.9)]
+    dense = [(2, 0.62), (3, 0.61), (4, 0.60), (1, 0.40)]
+    rank = FusedRetriever([_Fixed(lexical), _Fixed(dense)], depth=4)
+    score = FusedRetriever(
+        [_Fixed(lexical), _Fixed(dense)], fusion="score", weights=(0.7, 0.3), depth=4
+    )
+    assert _ids(rank.search("q", k=4))[0] != 1
+    hits = score.search("q", k=4)
+    assert _ids(hits)[0] == 1
+    assert hits[0][1] == pytest.approx(0.7)  # 0.7 x 1 + 0.3 x 0 (last of the dense list)
+    assert hits[1] == (2, pytest.approx(0.7 * 0.2 / 11.1 + 0.3))
+    with pytest.raises(ValueError, match="weights"):
+        FusedRetriever([_Fixed(lexical)], weights=(0.5, 0.5))
+
+
+def test_fused_for_messages_ranks_real_retrievers() -> None:
+    class Words:
+        """A tiny dense model: one dimension per word of a fixed vocabulary."""
+
+        vocab = ("pottery", "studio", "car", "weather", "vase", "bowl")
+
+        def __call__(self, texts: list[str]) -> list[list[float]]:
+            return [[float(w in t.lower()) + 0.01 for w in self.vocab] for t in texts]
+
+    from chatstate.context.embeddings import EmbeddingRetriever
+
+    fused = fused_for_messages(EmbeddingRetriever(encode=Words()))
+    fused.add(CONVERSATION)
+    assert len(fused) == len(CONVERSATION)
+    hits = _ids(fused.search("pottery", k=4))
+    assert set(hits[:3]) == {1, 2, 3}
