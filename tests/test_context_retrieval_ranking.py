@@ -8,8 +8,9 @@ from collections.abc import Collection, Sequence
 import pytest
 
 from chatstate.context.bm25 import BM25Retriever
-from chatstate.context.embeddings import FusedRetriever, fused_for_messages
+from chatstate.context.embeddings import FusedRetriever, fused_for_messages, message_retriever
 from chatstate.context.feedback import Feedback, expansion
+from chatstate.context.speakers import SpeakerBoost, named_in, speaker_of
 
 CONVERSATION = [
     (1, "Ann: I started pottery classes at the studio downtown."),
@@ -146,3 +147,56 @@ def test_fused_for_messages_ranks_real_retrievers() -> None:
     assert len(fused) == len(CONVERSATION)
     hits = _ids(fused.search("pottery", k=4))
     assert set(hits[:3]) == {1, 2, 3}
+
+
+def test_speaker_of_and_named_in() -> None:
+    assert speaker_of("Melanie: I painted a sunrise.") == "melanie"
+    assert speaker_of("[8 May, 2023] Jon Snow: hi") == "jon snow"
+    assert speaker_of("I said: no") is None  # "I said" is not a capitalised name
+    assert speaker_of("the plan: go") is None
+    assert named_in("What has Melanie painted, and Caroline\u2019s dog?") >= {"melanie", "caroline"}
+    assert named_in("what has she painted?") == frozenset()
+
+
+def test_speaker_boost_lifts_what_the_named_speaker_said() -> None:
+    docs = [
+        (1, "Caroline: Painting! Painting is my life, painting every day."),
+        (
+            2,
+            "Melanie: After a long walk on the beach with the kids and the dog last "
+            "weekend, I painted a small sunrise over the lake.",
+        ),
+        *((i, f"Melanie: The kids loved museum number {i}.") for i in range(3, 9)),
+    ]
+    plain = BM25Retriever()
+    boosted = SpeakerBoost(BM25Retriever())
+    plain.add(docs)
+    boosted.add(docs)
+    # Caroline's message is all about painting: plain BM25 ranks it first.
+    assert _ids(plain.search("What has Melanie painted?", k=2))[0] == 1
+    assert _ids(boosted.search("What has Melanie painted?", k=2))[0] == 2
+    # A query that names nobody, or messages with no speaker: the inner ranking.
+    assert boosted.search("painting", k=4) == plain.search("painting", k=4)
+    unlabelled = [(1, "I love painting"), (2, "Melanie painted a sunrise")]
+    chat = SpeakerBoost(BM25Retriever())
+    chat.add(unlabelled)
+    question = "What has Melanie painted?"
+    assert chat.search(question, k=2) == _indexed(unlabelled).search(question, k=2)
+    assert len(boosted) == 8
+    with pytest.raises(ValueError, match="increasing"):
+        boosted.add([(8, "Caroline: again")])
+    with pytest.raises(ValueError, match="boost"):
+        SpeakerBoost(BM25Retriever(), boost=-1)
+
+
+def _indexed(docs: list[tuple[int, str]]) -> BM25Retriever:
+    index = BM25Retriever()
+    index.add(docs)
+    return index
+
+
+def test_engine_default_retriever_composes_the_measured_steps() -> None:
+    retriever = message_retriever()
+    assert isinstance(retriever, SpeakerBoost)
+    retriever.add(CONVERSATION)
+    assert set(_ids(retriever.search("What pottery did Ann make?", k=3))) == {1, 2, 3}

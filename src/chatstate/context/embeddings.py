@@ -48,6 +48,7 @@ __all__ = [
     "extra_installed",
     "fused_for_messages",
     "load_minilm",
+    "message_retriever",
 ]
 
 EncodeFn = Callable[[Sequence[str]], Sequence[Sequence[float]]]
@@ -141,11 +142,22 @@ def default_retriever() -> Retriever:
     """The context engine's default: BM25 fused with MiniLM when the ``[embeddings]``
     extra is installed, else BM25 alone. ``CHATSTATE_RETRIEVER=bm25`` (or ``fused``)
     decides instead of the installed packages."""
-    from chatstate.context.bm25 import BM25Retriever  # noqa: PLC0415 - no cycle at import
 
     if default_retriever_name() == "bm25":
-        return BM25Retriever.for_messages()
-    return fused_for_messages(EmbeddingRetriever(encode=load_minilm()))
+        return message_retriever()
+    return message_retriever(EmbeddingRetriever(encode=load_minilm()))
+
+
+def message_retriever(dense: Retriever | None = None) -> Retriever:
+    """The context engine's retriever over a conversation's messages: BM25
+    (:meth:`BM25Retriever.for_messages`), fused with ``dense`` when given
+    (:func:`fused_for_messages`), the messages of a speaker the question names lifted
+    (:class:`~chatstate.context.speakers.SpeakerBoost`)."""
+    from chatstate.context.bm25 import BM25Retriever  # noqa: PLC0415 - no cycle at import
+    from chatstate.context.speakers import SpeakerBoost  # noqa: PLC0415
+
+    inner = BM25Retriever.for_messages() if dense is None else fused_for_messages(dense)
+    return SpeakerBoost(inner)
 
 
 def fused_for_messages(dense: Retriever) -> FusedRetriever:
