@@ -8,7 +8,12 @@ from collections.abc import Collection, Sequence
 import pytest
 
 from chatstate.context.bm25 import BM25Retriever
-from chatstate.context.embeddings import FusedRetriever, fused_for_messages, message_retriever
+from chatstate.context.embeddings import (
+    FusedRetriever,
+    default_retriever,
+    fused_for_messages,
+    message_retriever,
+)
 from chatstate.context.feedback import Feedback, expansion
 from chatstate.context.speakers import SpeakerBoost, named_in, speaker_of
 
@@ -200,3 +205,12 @@ def test_engine_default_retriever_composes_the_measured_steps() -> None:
     assert isinstance(retriever, SpeakerBoost)
     retriever.add(CONVERSATION)
     assert set(_ids(retriever.search("What pottery did Ann make?", k=3))) == {1, 2, 3}
+
+
+def test_engine_default_without_embeddings_is_the_offline_composition(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    monkeypatch.setenv("CHATSTATE_RETRIEVER", "bm25")
+    retriever = default_retriever()
+    assert isinstance(retriever, SpeakerBoost)
+    assert not getattr(retriever, "blocking", False)  # BM25 alone runs on the loop
