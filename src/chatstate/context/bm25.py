@@ -177,8 +177,9 @@ class BM25Retriever:
         self._term_of: dict[str, str] = {}
         self._last_terms: dict[str, int] = {}
         """The previous document's own term counts (``previous`` adds them to the next)."""
-        self._doc_terms: list[dict[str, float]] = []
-        """Each document's terms, kept only with ``feedback`` (its expansion reads them)."""
+        self._own_terms: list[tuple[tuple[str, ...], tuple[int, ...]]] = []
+        """Each document's own terms and counts, kept only with ``feedback`` (its expansion
+        reads them): two tuples whose strings are the term cache's, a third of a dict."""
 
     def __len__(self) -> int:
         return len(self._ids)
@@ -200,12 +201,14 @@ class BM25Retriever:
             index = len(self._ids)
             own = self._term_counts(text)
             terms: dict[str, float] = dict(own)
-            if self._previous:
+            weight = self._previous
+            if weight:
+                # At weight 1 the counts stay ints: small ints are shared, floats are not.
                 for term, count in self._last_terms.items():
-                    terms[term] = terms.get(term, 0) + self._previous * count
+                    terms[term] = terms.get(term, 0) + (count if weight == 1 else weight * count)
             self._last_terms = own
             if self._feedback is not None:
-                self._doc_terms.append(terms)
+                self._own_terms.append((tuple(own), tuple(own.values())))
             length = sum(terms.values())
             self._ids.append(doc_id)
             self._lengths.append(length)
@@ -262,11 +265,22 @@ class BM25Retriever:
         """Scores again with the query expanded from its first hits (see
         :mod:`chatstate.context.feedback`); the first scores when nothing is added."""
         best = heapq.nlargest(feedback.docs, scores.items(), key=lambda item: (item[1], item[0]))
-        first = [(self._doc_terms[index], score) for index, score in best]
+        first = [(self._document(index), score) for index, score in best]
         extra = expansion(
             first, weights, lambda term: len(self._postings[term][0]), len(self._ids), feedback
         )
         return self._scores(extra, dict(scores)) if extra else scores
+
+    def _document(self, index: int) -> dict[str, float]:
+        """The terms the document at ``index`` was indexed with (its own and, with
+        ``previous``, the previous document's at that weight)."""
+        terms, counts = self._own_terms[index]
+        out: dict[str, float] = dict(zip(terms, counts, strict=True))
+        if self._previous and index > 0:
+            terms, counts = self._own_terms[index - 1]
+            for term, count in zip(terms, counts, strict=True):
+                out[term] = out.get(term, 0) + self._previous * count
+        return out
 
     def _scores(
         self, weights: Mapping[str, float], scores: dict[int, float] | None = None
