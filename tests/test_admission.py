@@ -89,3 +89,69 @@ async def test_admission_control_can_be_turned_off() -> None:
         await c.post("/v1/sessions", json={"id": "s"})
         got = await asyncio.gather(*(c.get("/v1/sessions/s") for _ in range(20)))
         assert {r.status_code for r in got} == {200}
+
+
+async def test_a_refused_small_body_keeps_the_connection_a_large_one_closes_it() -> None:
+    store = HeldStore()
+    app = create_app(ServerConfig(dev_mode=True, max_in_flight=1), store=store)
+    async with (
+        live_server(app) as server,
+        httpx.AsyncClient(base_url=server.base_url, timeout=60) as held,
+        httpx.AsyncClient(base_url=server.base_url, timeout=60) as c,
+    ):
+        store.gate.set()
+        await held.post("/v1/sessions", json={"id": "s"})
+        store.gate.clear()
+        body = {"events": [{"role": "user", "content": "held"}]}
+        holding = asyncio.create_task(held.post("/v1/sessions/s/events", json=body))
+        for _ in range(6000):  # the one admitted request reaches the store
+            if store.inside:
+                break
+            await asyncio.sleep(0.01)
+        # A small body is read and dropped: the 503 keeps the connection open.
+        small = await c.post("/v1/sessions/s/events", json=body)
+        assert small.status_code == 503
+        assert "connection" not in small.headers
+        again = await c.post("/v1/sessions/s/events", json=body)
+        assert again.status_code == 503
+        # A body over 64 KiB is left unread: the answer says the connection ends.
+        big = {"events": [{"role": "user", "content": "x" * 70_000}]}
+        large = await c.post("/v1/sessions/s/events", json=big)
+        assert large.status_code == 503
+        assert large.headers["connection"] == "close"
+        store.gate.set()
+        assert (await holding).status_code == 201
+
+
+async def test_streams_have_a_bound_of_their_own() -> None:
+    """A gateway stream idling on its upstream does not take the slot of a CPU-bound
+    request, nor the other way round; each bound refuses only its own kind."""
+    from helpers.fake_openai import FakeOpenAI
+
+    with FakeOpenAI("slow " * 40, chunk_delay=0.05) as fake:
+        config = ServerConfig(
+            dev_mode=True, upstream_base_url=fake.base_url, max_in_flight=1, max_streams=1
+        )
+        app = create_app(config, store=MemoryStore())
+        async with (
+            live_server(app) as server,
+            httpx.AsyncClient(base_url=server.base_url, timeout=60) as c,
+        ):
+            body = {
+                "model": "m",
+                "stream": True,
+                "session_id": "s",
+                "messages": [{"role": "user", "content": "go"}],
+            }
+            async with c.stream("POST", "/v1/chat/completions", json=body) as stream:
+                assert stream.status_code == 200
+                # The stream holds the one stream slot, not the request slot.
+                other = {**body, "session_id": "t"}
+                refused = await c.post("/v1/chat/completions", json=other)
+                assert refused.status_code == 503
+                assert "streams in flight" in refused.json()["error"]["message"]
+                created = await c.post("/v1/sessions", json={"id": "u"})
+                assert created.status_code == 201
+                async for _ in stream.aiter_lines():
+                    pass
+            assert app.state.stream_admission.peak == 1

@@ -6,6 +6,7 @@ import argparse
 import importlib.util
 import io
 import json
+from pathlib import Path
 
 import pytest
 
@@ -53,6 +54,14 @@ def test_cli_bench_delegates(capsys: pytest.CaptureFixture[str]) -> None:
     assert main(["bench", "--sizes", "2", "--words", "20", "--systems", "floor,chatstate"]) == 0
     assert "floor" in capsys.readouterr().out
     assert main(["bench", "--systems", "nope"]) == 2
+
+
+def test_the_encrypted_row_runs(capsys: pytest.CaptureFixture[str], tmp_path: Path) -> None:
+    """``chatstate-encrypted``: the same turns behind EncryptedStore (``[encryption]``)."""
+    argv = ["bench", "--sizes", "3", "--words", "20", "--systems", "chatstate-encrypted"]
+    assert main([*argv, "--tmp", str(tmp_path)]) == 0
+    rows = [line for line in capsys.readouterr().out.splitlines() if line.startswith("chatstate")]
+    assert rows and rows[0].split()[:2] == ["chatstate-encrypted", "3"]
 
 
 def test_rows_come_as_sizes_finish_and_json_is_json(monkeypatch: pytest.MonkeyPatch) -> None:

@@ -118,6 +118,28 @@ def test_bad_parameters() -> None:
         BM25Retriever(k1=-1)
     with pytest.raises(ValueError, match="b must"):
         BM25Retriever(b=1.5)
+    with pytest.raises(ValueError, match="max_query_terms"):
+        BM25Retriever(max_query_terms=0)
+
+
+def test_a_long_query_is_scored_on_its_rarest_terms() -> None:
+    # 30 common words in every document, one rare word in one document each.
+    common = " ".join(f"common{chr(97 + i // 26)}{chr(97 + i % 26)}" for i in range(30))
+    docs = [(i + 1, f"{common} rare{chr(97 + i)}") for i in range(5)]
+    index = BM25Retriever(max_query_terms=2)
+    index.add(docs)
+    # The query repeats the common words and names two rare ones: only the rare terms
+    # are scored, so exactly their documents come back (the common words alone would
+    # have matched all five).
+    hits = index.search(f"{common} rarea rarec", k=5)
+    assert sorted(i for i, _ in hits) == [1, 3]
+    # A short query is scored as it is.
+    assert len(index.search("commonaa commonab", k=5)) == 5
+    # With room for every term, the common words count too.
+    assert len(BM25Retriever(max_query_terms=64).search("x", k=1)) == 0
+    wide = BM25Retriever(max_query_terms=64)
+    wide.add(docs)
+    assert len(wide.search(f"{common} rarea rarec", k=5)) == 5
 
 
 def _corpus(seed: int, n: int) -> list[tuple[int, str]]:

@@ -165,6 +165,41 @@ def test_export_then_import_gives_the_identical_transcript(cli: Run, tmp_path: P
     assert again.out == exported.read_text(encoding="utf-8")
 
 
+def test_export_keeps_an_unreadable_row_marked_and_import_skips_it(
+    cli: Run, db: Path, tmp_path: Path
+) -> None:
+    """RELIABILITY case 22 on the command line: a row rewritten behind the store's back
+    is exported as stored under a marker, never dropped; the export still imports."""
+    transcript = [
+        {"role": "user", "content": "first"},
+        {"role": "assistant", "content": "BROKEN-ROW"},
+        {"role": "user", "content": "third"},
+    ]
+    first = import_ok(cli, write_json(tmp_path / "t.json", transcript))
+    body = '{"v":99,"kind":"message","role":"assistant","content":"BROKEN-ROW"}'
+    with sqlite3.connect(db) as conn:
+        assert (
+            conn.execute(
+                "UPDATE events SET body = ? WHERE body LIKE '%BROKEN-ROW%'", (body,)
+            ).rowcount
+            == 1
+        )
+    exported = tmp_path / "export.jsonl"
+    result = cli("sessions", "export", first, "-o", str(exported))
+    assert result.code == 0, result.err
+    assert "1 events that cannot be read" in result.err
+    lines = [json.loads(x) for x in exported.read_text(encoding="utf-8").splitlines()]
+    assert lines[0] == transcript[0] and lines[2] == transcript[2]
+    marked = lines[1]["chatstate_unreadable"]
+    assert (marked["seq"], marked["reason"], marked["raw"]) == (2, "unreadable", body)
+
+    again = cli("import", str(exported))
+    assert again.code == 0, again.err
+    assert "skipped 1 lines marked 'chatstate_unreadable'" in again.err
+    contents = [e["content"] for e in events_of(cli, again.out.strip())]
+    assert contents == ["first", "third"]
+
+
 def test_import_reads_jsonl_from_stdin(cli: Run, monkeypatch: pytest.MonkeyPatch) -> None:
     text = "\n".join(json.dumps(m) for m in TRANSCRIPT) + "\n\n"
     monkeypatch.setattr(sys, "stdin", io.TextIOWrapper(io.BytesIO(text.encode())))
@@ -342,9 +377,15 @@ def test_chunks_respect_count_and_size_limits() -> None:
 def test_migrate_reports_the_schema_version(cli: Run) -> None:
     text = cli("migrate")
     assert text.code == 0
-    assert text.out.endswith(": schema version 1, up to date\n")
+    latest = sqlite_backend.load_migrations("sqlite")[-1].version
+    assert text.out.endswith(f": schema version {latest}, up to date\n")
     report = json.loads(cli("migrate", "--json").out)
-    assert report == {"database": report["database"], "before": 1, "after": 1, "changed": False}
+    assert report == {
+        "database": report["database"],
+        "before": latest,
+        "after": latest,
+        "changed": False,
+    }
     assert cli("migrate", "--schema", "x").code == 2  # PostgreSQL only
 
 

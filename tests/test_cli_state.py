@@ -2,12 +2,14 @@
 
 from __future__ import annotations
 
+import asyncio
 import json
 from pathlib import Path
 
 import pytest
 
 from chatstate.cli import main
+from chatstate.store.sqlite import SQLiteStore
 
 EXAMPLE = Path(__file__).parents[1] / "src/chatstate/examples/support_chat.json"
 
@@ -48,6 +50,40 @@ def test_state_reads_then_records(db: Path, capsys: pytest.CaptureFixture[str]) 
     assert not [k for k in doc["state"] if k.startswith("_")]
     code, out, _ = run(capsys, db, "state", sid)
     assert "state version 1" in out
+
+
+def test_state_of_a_branch(db: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    """``--branch``: each branch has its own document; a fork's sync folds the shared log."""
+    messages = [
+        {"role": "user", "content": "My name is Maria Lopez."},
+        {"role": "assistant", "content": "Hello Maria."},
+        {"role": "user", "content": "My email is maria.lopez@example.com."},
+    ]
+    sid = imported(capsys, db, messages)
+    assert run(capsys, db, "state", sid, "--sync")[0] == 0
+
+    async def fork() -> None:
+        store = await SQLiteStore.open(db)
+        try:
+            await store.fork(tenant_id="default", session_id=sid, new_branch="alt", at_seq=2)
+        finally:
+            await store.close()
+
+    asyncio.run(fork())
+    code, out, _ = run(capsys, db, "state", sid, "--branch", "alt", "--json")
+    doc = json.loads(out)
+    assert code == 0 and doc["branch"] == "alt" and doc["stored"] is False
+    code, out, _ = run(capsys, db, "state", sid, "--branch", "alt", "--sync", "--json")
+    doc = json.loads(out)
+    assert doc["stored"] is True and doc["version"] == 1
+    assert doc["state"]["facts"]["name"]["value"] == "Maria Lopez"
+    assert "email" not in doc["state"]["facts"]  # said on main after the fork point
+    main_doc = json.loads(run(capsys, db, "state", sid, "--json")[1])
+    assert main_doc["branch"] == "main" and "email" in main_doc["state"]["facts"]
+    code, out, _ = run(capsys, db, "state", sid, "--branch", "alt")
+    assert f"session {sid} branch alt: state version 1" in out
+    code, _, err = run(capsys, db, "state", sid, "--branch", "nope")
+    assert code == 1 and "not found" in err
 
 
 def test_health_json_names_detectors_and_evidence(

@@ -2,9 +2,15 @@
 
 ``NoTxSQLiteStore`` is SQLite with ``BEGIN IMMEDIATE``/``COMMIT`` removed from its append
 (every statement then commits on its own), and a short pause between the lookups and the
-writes so that the race it opens is met on every run rather than by luck. The suite's
-cross-instance atomicity tests run against two such stores on one file and must fail;
-against the real backend they pass (they are part of the normal conformance run).
+writes so that the race it opens is met on every run rather than by luck.
+``NoTxPostgresStore`` is PostgreSQL with its append's transaction removed: no ``BEGIN``/
+``COMMIT``, so on the pool's autocommit connections the session row lock
+(``SELECT ... FOR UPDATE``) ends with the statement that took it, and the head lookup and
+the write are two transactions; a short pause (on the event loop) sits between them.
+
+The suite's cross-instance atomicity tests run against two such stores on one database
+and must fail; against the real backends they pass (they are part of the normal
+conformance run). Under ``CI=true`` the PostgreSQL half runs or fails, never skips.
 """
 
 from __future__ import annotations
@@ -12,9 +18,12 @@ from __future__ import annotations
 import sqlite3
 import threading
 import time
-from collections.abc import Awaitable, Callable
+from collections.abc import AsyncIterator, Awaitable, Callable
+from contextlib import AbstractAsyncContextManager, asynccontextmanager
+from contextvars import ContextVar
 from dataclasses import fields
 from pathlib import Path
+from typing import TYPE_CHECKING, Any
 
 import pytest
 
@@ -22,6 +31,11 @@ from chatstate.store.backends.sqlite.store import SQLiteStore
 from chatstate.store.front import Appended, AppendPlan, IdemRecord
 from chatstate.store.protocol import Store
 from chatstate.testing import conformance_shared as suite
+from chatstate.testing.backends_postgres import create_schema, drop_schema, server_url
+from chatstate.testing.backends_redis import require
+
+if TYPE_CHECKING:
+    from chatstate.store.backends.postgres.pool import Attempt, Conn
 
 
 class _SlowPlan(AppendPlan):
@@ -65,9 +79,7 @@ class NoTxSQLiteStore(SQLiteStore):
 
 
 Suite = Callable[[Callable[..., Awaitable[list[Store]]]], Awaitable[None]]
-
-
-@pytest.mark.parametrize(
+ATOMICITY = pytest.mark.parametrize(
     "suite_test",
     [
         suite.test_shared_expected_seq_one_wins,
@@ -76,6 +88,18 @@ Suite = Callable[[Callable[..., Awaitable[list[Store]]]], Awaitable[None]]
     ],
     ids=["expected_seq", "dense", "idempotency"],
 )
+
+
+async def _expect_failure(
+    suite_test: Suite, make_peers: Callable[..., Awaitable[list[Store]]]
+) -> None:
+    with pytest.raises(BaseException) as caught:
+        await suite_test(make_peers)
+    assert not isinstance(caught.value, pytest.skip.Exception)
+    print(f"the suite caught it: {type(caught.value).__name__}: {caught.value}"[:300])
+
+
+@ATOMICITY
 async def test_suite_fails_without_the_append_transaction(
     tmp_path: Path, suite_test: Suite
 ) -> None:
@@ -87,10 +111,73 @@ async def test_suite_fails_without_the_append_transaction(
         return opened
 
     try:
-        with pytest.raises(BaseException) as caught:
-            await suite_test(make_peers)
-        assert not isinstance(caught.value, pytest.skip.Exception)
-        print(f"the suite caught it: {type(caught.value).__name__}: {caught.value}"[:300])
+        await _expect_failure(suite_test, make_peers)
     finally:
         for store in opened:
             await store.close()
+
+
+# -- PostgreSQL -------------------------------------------------------------------------
+
+_BROKEN: ContextVar[bool] = ContextVar("broken_append", default=False)
+
+
+@asynccontextmanager
+async def _no_transaction() -> AsyncIterator[None]:
+    yield  # no BEGIN, no COMMIT: each statement commits (and drops its locks) on its own
+
+
+def _no_tx_postgres(*, broken: bool = True) -> type[Store]:
+    """``NoTxPostgresStore``, built on first use (psycopg is an optional extra). With
+    ``broken=False`` it is the real backend (the control: the suite passes)."""
+    from chatstate.store.backends.postgres.store import PostgresStore
+
+    class NoTxPostgresStore(PostgresStore):
+        def _tx(
+            self, conn: Conn, attempt: Attempt, tenant_id: str | None, *, read: bool = False
+        ) -> AbstractAsyncContextManager[None]:
+            if _BROKEN.get() and not read:
+                return _no_transaction()
+            return super()._tx(conn, attempt, tenant_id, read=read)
+
+        async def _p_append(self, plan: AppendPlan) -> Appended:
+            token = _BROKEN.set(broken)
+            try:
+                return await super()._p_append(plan)
+            finally:
+                _BROKEN.reset(token)
+
+    return NoTxPostgresStore
+
+
+async def _run_on_postgres(suite_test: Suite, *, broken: bool) -> None:
+    require("postgres")  # skipped with its reason, or failed under CI=true, when unreachable
+    store_class: Any = _no_tx_postgres(broken=broken)
+    schema = await create_schema()
+    opened: list[Store] = []
+
+    async def make_peers(n: int = 2, config: object = None) -> list[Store]:
+        for _ in range(n):
+            opened.append(await store_class.open(server_url(), schema=schema, max_size=4))
+        return opened
+
+    try:
+        if broken:
+            await _expect_failure(suite_test, make_peers)
+        else:
+            await suite_test(make_peers)
+    finally:
+        for store in opened:
+            await store.close()
+        await drop_schema(schema)
+
+
+@ATOMICITY
+async def test_suite_fails_without_the_postgres_append_transaction(suite_test: Suite) -> None:
+    await _run_on_postgres(suite_test, broken=True)
+
+
+@ATOMICITY
+async def test_the_same_postgres_subclass_with_its_transaction_passes(suite_test: Suite) -> None:
+    """The control: only the removed transaction makes the suite fail above."""
+    await _run_on_postgres(suite_test, broken=False)

@@ -8,6 +8,7 @@ Redis value. The same run with encryption off finds the canary, so the search wo
 
 from __future__ import annotations
 
+import base64
 import secrets
 from pathlib import Path
 
@@ -123,6 +124,47 @@ async def test_ciphertext_moved_to_another_row_does_not_open() -> None:
     await inner.put_state(tenant_id="a", session_id="t", data=stolen.data, expected_version=0)
     with pytest.raises(DecryptionFailed):
         await store.get_state(tenant_id="a", session_id="t")
+
+
+async def test_state_per_branch_is_sealed_to_its_branch() -> None:
+    """main's document keeps the associated data it had before state was per branch (a
+    document sealed that way still opens); another branch's binds the branch too, so a
+    document copied between branches does not open."""
+    from cryptography.hazmat.primitives.ciphers.aead import AESGCM
+
+    inner = MemoryStore()
+    keys = StaticKeys.from_text(generate_key("k1"))
+    store = EncryptedStore(inner, keys)
+    await store.create_session(tenant_id="a", session_id="s")
+    await store.fork(tenant_id="a", session_id="s", new_branch="alt")
+    # Sealed as the code before branches did: associated data tenant, session, "state", v.
+    nonce = b"\x01" * 12
+    old_aad = "\x1f".join(["a", "s", "state", "1"]).encode()
+    sealed = nonce + AESGCM(keys.key("a", "k1")).encrypt(nonce, b'{"plan":"gold"}', old_aad)
+    envelope = "k1:" + base64.b64encode(sealed).decode()
+    await inner.put_state(
+        tenant_id="a", session_id="s", data={ENVELOPE: envelope}, expected_version=0
+    )
+    assert dict((await store.get_state(tenant_id="a", session_id="s")).data) == {"plan": "gold"}
+
+    await store.put_state(
+        tenant_id="a", session_id="s", branch="alt", data={"plan": "alt"}, expected_version=0
+    )
+    alt = await store.get_state(tenant_id="a", session_id="s", branch="alt")
+    assert (alt.version, dict(alt.data)) == (1, {"plan": "alt"})
+    # alt's ciphertext copied to main at the same version does not open, nor main's to alt.
+    raw_alt = await inner.get_state(tenant_id="a", session_id="s", branch="alt")
+    await store.create_session(tenant_id="a", session_id="t")
+    await store.fork(tenant_id="a", session_id="t", new_branch="alt")
+    await inner.put_state(tenant_id="a", session_id="t", data=raw_alt.data, expected_version=0)
+    with pytest.raises(DecryptionFailed):
+        await store.get_state(tenant_id="a", session_id="t")
+    raw_main = await inner.get_state(tenant_id="a", session_id="s")
+    await inner.put_state(
+        tenant_id="a", session_id="s", branch="alt", data=raw_main.data, expected_version=1
+    )
+    with pytest.raises(DecryptionFailed):
+        await store.get_state(tenant_id="a", session_id="s", branch="alt")
 
 
 async def test_idempotent_retry_is_a_replay_even_after_other_appends() -> None:

@@ -26,7 +26,7 @@ from chatstate.server.auth import RESPONSES_TENANT
 from chatstate.store.memory import MemoryStore
 from chatstate.store.protocol import Store
 from chatstate.testing.plugin import MakeStore
-from helpers.fake_openai import FakeOpenAI, RecordedRequest
+from helpers.fake_openai import FakeOpenAI, FakeReply, RecordedRequest
 from test_server_support import LiveServer, auth, live_server
 
 
@@ -281,4 +281,42 @@ async def test_a_retry_of_a_first_turn_with_a_system_prompt_replays_it() -> None
             assert answers[1].choices[0].message.content == "you said hello"
             assert len(fake.requests) == 1
             assert await r.chat("a2") == ["system", "user", "assistant"]
+            await client.close()
+
+
+async def test_the_gateway_checks_tool_pairing_before_storing_anything() -> None:
+    """RELIABILITY case 22 through the gateway: an answer with a tool call, then a user
+    message without its result, would be refused by every upstream forever after. It
+    gets a 422 naming the call and nothing is stored; the result, then, is accepted."""
+    call = {"id": "call_7", "type": "function", "function": {"name": "f", "arguments": "{}"}}
+    replies = [FakeReply(content=None, tool_calls=(call,)), FakeReply(content="done")]
+    with FakeOpenAI(lambda _r: replies.pop(0)) as fake:
+        async with rig(fake) as r:
+            client = r.client()
+            first = await client.chat.completions.create(
+                model="m",
+                messages=[{"role": "user", "content": "use the tool"}],
+                extra_body={"session_id": "tp"},
+            )
+            assert first.choices[0].message.tool_calls
+            asked = [
+                {"role": "user", "content": "use the tool"},
+                {"role": "assistant", "content": None, "tool_calls": [call]},
+            ]
+            with pytest.raises(APIStatusError) as refused:
+                await client.chat.completions.create(
+                    model="m",
+                    messages=[*asked, {"role": "user", "content": "never mind"}],  # type: ignore[list-item]
+                    extra_body={"session_id": "tp"},
+                )
+            assert refused.value.status_code == 422
+            assert "call_7" in refused.value.message, refused.value.message
+            kinds = [(e["kind"], e.get("role")) for e in await r.log("tp")]
+            assert kinds == [("message", "user"), ("tool_call", "assistant")]
+            answered = await client.chat.completions.create(
+                model="m",
+                messages=[*asked, {"role": "tool", "tool_call_id": "call_7", "content": "42"}],  # type: ignore[list-item]
+                extra_body={"session_id": "tp"},
+            )
+            assert answered.choices[0].message.content == "done"
             await client.close()

@@ -58,3 +58,38 @@ async def test_requests_still_running_after_grace_are_counted_as_unfinished() ->
     assert report.errors.get("unfinished", 0) > 0, report.errors
     assert report.sent == report.ok + sum(report.errors.values())
     assert report.anomalies == []
+
+
+async def test_the_lean_client_in_a_closed_loop_is_consistent() -> None:
+    store = MemoryStore()
+    config = ServerConfig(dev_mode=True, rate_per_second=10_000, rate_burst=10_000)
+    app = create_app(config, store=store)
+    async with live_server(app) as live:
+        report = await run_load(
+            live.base_url, sessions=3, rate=0, duration=1.0, clients=4, raw=True
+        )
+    assert report.ok > 0 and report.sent == report.ok + sum(report.errors.values())
+    assert report.anomalies == []
+    assert {op.kind for op in report.ops if op.ok} == {"read", "append"}
+
+
+class SlowerAppends(MemoryStore):
+    async def append(self, **kwargs: object) -> object:  # type: ignore[override]
+        await asyncio.sleep(0.25)
+        return await super().append(**kwargs)  # type: ignore[arg-type]
+
+
+async def test_refusals_are_counted_and_timed() -> None:
+    """Two requests in flight at most, appends of 0.25 s each, 40 offered a second:
+    at most 8 appends a second can be admitted, so some are refused on any machine."""
+    config = ServerConfig(dev_mode=True, rate_per_second=10_000, rate_burst=10_000, max_in_flight=2)
+    app = create_app(config, store=SlowerAppends())
+    async with live_server(app) as live:
+        report = await run_load(
+            live.base_url, sessions=2, rate=40, duration=1.0, grace=30, raw=True
+        )
+    assert report.errors.get("503", 0) > 0, report.errors
+    assert len(report.refused_ms) == report.errors["503"]
+    assert report.percentile(0.99, refused=True) > 0
+    assert report.sent == report.ok + sum(report.errors.values())
+    assert report.anomalies == []

@@ -101,6 +101,49 @@ async def test_newer_code_migrates_only_when_asked(
             await PostgresStore.open(server_url(), schema=schema, migrate=flag)
 
 
+async def test_migration_2_keeps_state_rows_as_main(
+    schema: str, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """A version-1 schema (one state row per session) migrates to state per branch: the
+    row becomes main's document, version kept; a new fork has none."""
+    first = load_migrations("postgres")[:1]
+    monkeypatch.setattr(_pg_schema, "load_migrations", lambda _dialect: first)
+    await (await PostgresStore.open(server_url(), schema=schema)).close()
+    monkeypatch.undo()
+    ident = sql.Identifier(schema)
+    await admin(
+        sql.SQL(
+            "INSERT INTO {}.sessions (tenant_id, session_id, metadata, created_us, updated_us) "
+            "VALUES ('acme', 's', '{{}}', 1, 1)"
+        ).format(ident)
+    )
+    await admin(
+        sql.SQL(
+            "INSERT INTO {}.branches (tenant_id, session_id, name, ord, head_seq, created_us) "
+            "VALUES ('acme', 's', 'main', 0, 0, 1)"
+        ).format(ident)
+    )
+    await admin(
+        sql.SQL("INSERT INTO {}.state VALUES ('acme', 's', 3, %s, 1)").format(ident),
+        ('{"plan":"gold"}',),
+    )
+    with pytest.raises(SchemaMismatch):
+        await PostgresStore.open(server_url(), schema=schema)
+    store = await PostgresStore.open(server_url(), schema=schema, migrate=True)
+    try:
+        assert await store.schema_version() == LATEST
+        doc = await store.get_state(tenant_id="acme", session_id="s")
+        assert (doc.version, dict(doc.data)) == (3, {"plan": "gold"})
+        await store.fork(tenant_id="acme", session_id="s", new_branch="alt")
+        assert (await store.get_state(tenant_id="acme", session_id="s", branch="alt")).version == 0
+        again = await store.put_state(
+            tenant_id="acme", session_id="s", data={"plan": "silver"}, expected_version=3
+        )
+        assert again.version == 4
+    finally:
+        await store.close()
+
+
 async def test_concurrent_migrations_take_turns(schema: str) -> None:
     results = await asyncio.gather(*(migrate(server_url(), schema=schema) for _ in range(6)))
     assert sorted(results) == [[]] * 5 + [list(range(1, LATEST + 1))]

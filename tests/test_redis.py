@@ -569,3 +569,26 @@ async def test_open_store_picks_the_redis_backend() -> None:
     finally:
         await drop_prefix(store.client, "cstopen")  # type: ignore[attr-defined]
         await store.close()
+
+
+async def test_state_per_branch_keeps_main_in_the_old_fields(store: Any) -> None:
+    """main's document is the state hash's fields as written before state was per branch
+    (version, body, updated_us), so those documents still read; another branch's document
+    lives beside it as version:<b>, body:<b>, updated_us:<b>, and goes with the session."""
+    await store.create_session(tenant_id=T, session_id="s")
+    nonce = await store.client.hget(f"{store.prefix}:s:{{{T}:s}}:m", "nonce")
+    st = f"{store.prefix}:s:{{{T}:s}}:st"
+    fields = {"tenant": T, "session": "s", "nonce": nonce, "version": "4"}
+    await store.client.hset(st, mapping={**fields, "body": '{"plan":"gold"}', "updated_us": "1"})
+    old = await store.get_state(tenant_id=T, session_id="s")
+    assert (old.version, dict(old.data)) == (4, {"plan": "gold"})
+    await store.fork(tenant_id=T, session_id="s", new_branch="alt")
+    assert (await store.get_state(tenant_id=T, session_id="s", branch="alt")).version == 0
+    await store.put_state(
+        tenant_id=T, session_id="s", branch="alt", data={"plan": "alt"}, expected_version=0
+    )
+    stored = await store.client.hgetall(st)
+    assert stored["version"] == "4" and stored["version:alt"] == "1"
+    assert stored["body:alt"] == '{"plan":"alt"}'
+    await store.delete_session(tenant_id=T, session_id="s")
+    assert not await store.client.exists(st)

@@ -174,7 +174,8 @@ async def test_two_turns_at_once_second_is_rejected_and_retry_attaches() -> None
                 first = stream.response
                 other = {**body, "messages": [{"role": "user", "content": "second"}]}
                 clash = await c.post("/v1/chat/completions", json=other)
-                assert clash.status_code == 409 and clash.json()["error"] == "turn_in_progress"
+                assert clash.status_code == 409
+                assert clash.json()["error"]["code"] == "turn_in_progress"
                 retry = await c.post("/v1/chat/completions", json=body, headers=key)
                 assert retry.headers["x-response-id"] == first.headers["x-response-id"]
                 events = [ln for ln in retry.text.splitlines() if ln.startswith("event:")]
@@ -236,6 +237,32 @@ async def test_cancel_stops_generation_and_keeps_the_partial_answer() -> None:
                 await stream.response.aclose()
             answer = (await r.log("s1"))[-1]
             assert answer["data"]["chatstate"]["status"] == "cancelled"
+            assert answer["content"] and reply.startswith(answer["content"])
+            assert answer["content"] != reply
+
+
+async def test_an_upstream_stream_cut_without_done_is_stored_incomplete() -> None:
+    """The upstream closes its connection after two chunks, before a finish_reason and
+    ``[DONE]``: the partial answer is kept and marked incomplete, never stored as whole."""
+    reply = " ".join(WORDS)
+    with FakeOpenAI(reply) as fake:
+        fake.disconnect(after_chunks=2)
+        async with rig(fake) as r:
+            body = {
+                "model": "m",
+                "stream": True,
+                "session_id": "s1",
+                "messages": [{"role": "user", "content": "go"}],
+            }
+            async with httpx.AsyncClient(base_url=r.live.base_url, headers=r.headers) as c:
+                stream = await open_stream(c, body)
+                rest = await stream.rest()
+                assert "event: incomplete" in rest
+                assert "data: [DONE]" not in rest
+                rid = stream.response.headers["x-response-id"]
+                assert (await c.get(f"/v1/responses/{rid}")).json()["status"] == "incomplete"
+            answer = (await r.log("s1"))[-1]
+            assert answer["data"]["chatstate"]["status"] == "incomplete"
             assert answer["content"] and reply.startswith(answer["content"])
             assert answer["content"] != reply
 

@@ -180,7 +180,9 @@ async def test_an_unexpected_500_says_connection_close() -> None:
     from chatstate.store import MemoryStore
 
     class Broken(MemoryStore):
-        async def get_state(self, *, tenant_id: str, session_id: str) -> object:  # type: ignore[override]
+        async def get_state(  # type: ignore[override]
+            self, *, tenant_id: str, session_id: str, branch: str = "main"
+        ) -> object:
             raise RuntimeError("a bug")
 
     app = create_app(ServerConfig(dev_mode=True), store=Broken())

@@ -10,6 +10,7 @@ import pytest
 
 from chatstate.errors import SchemaMismatch, ValidationError
 from chatstate.model import NewEvent
+from chatstate.store.backends.sqlite import core as sqlite_core
 from chatstate.store.migrations import Migration, load_migrations, plan
 from chatstate.store.sqlite import SQLiteStore
 from chatstate.store.url import open_store
@@ -44,6 +45,43 @@ async def test_newer_schema_is_refused(tmp_path: Path) -> None:
     for migrate in (False, True):
         with pytest.raises(SchemaMismatch, match="upgrade chatstate"):
             await SQLiteStore.open(path, migrate=migrate)
+
+
+async def test_migration_2_keeps_state_rows_as_main(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """A version-1 file (one state row per session) migrates to state per branch: the row
+    becomes main's document, version kept; a new fork has none."""
+    path = tmp_path / "v1.db"
+    first = load_migrations("sqlite")[:1]
+    monkeypatch.setattr(sqlite_core, "load_migrations", lambda _dialect: first)
+    await (await SQLiteStore.open(path)).close()
+    monkeypatch.undo()
+    with sqlite3.connect(path) as conn:
+        conn.execute(
+            "INSERT INTO sessions (sid, tenant_id, session_id, metadata, created_us, updated_us) "
+            "VALUES (7, 'acme', 's', '{}', 1, 1)"
+        )
+        conn.execute(
+            "INSERT INTO branches (sid, name, head_seq, created_us) VALUES (7, 'main', 0, 1)"
+        )
+        conn.execute('INSERT INTO state VALUES (7, 3, \'{"plan":"gold"}\', 1)')
+    conn.close()
+    with pytest.raises(SchemaMismatch):
+        await SQLiteStore.open(path)
+    store = await SQLiteStore.open(path, migrate=True)
+    try:
+        assert await store.schema_version() == 2
+        doc = await store.get_state(tenant_id="acme", session_id="s")
+        assert (doc.version, dict(doc.data)) == (3, {"plan": "gold"})
+        await store.fork(tenant_id="acme", session_id="s", new_branch="alt")
+        assert (await store.get_state(tenant_id="acme", session_id="s", branch="alt")).version == 0
+        again = await store.put_state(
+            tenant_id="acme", session_id="s", data={"plan": "silver"}, expected_version=3
+        )
+        assert again.version == 4
+    finally:
+        await store.close()
 
 
 def test_plan_is_a_pure_rule() -> None:

@@ -181,6 +181,58 @@ async def test_explicit_api_is_logged(store: SQLiteStore) -> None:
     assert public(rebuild_state(events)) == public(doc.data)
 
 
+async def test_extraction_running_behind_never_undoes_an_api_write(store: SQLiteStore) -> None:
+    """The keeper runs after the turn, so the API can write before it has extracted the
+    messages it will: what those older messages said must not undo the write."""
+    said = "My name is Bob and my order number is NW-48213."
+    await store.create_session(tenant_id=T, session_id="late")
+    await store.append(
+        tenant_id=T,
+        session_id="late",
+        events=[NewEvent.message("user", said), NewEvent.message("assistant", "Thanks Bob.")],
+    )
+    keeper = StateKeeper(store)
+    await keeper.correct_fact("late", "order_number", "NW-99999", tenant_id=T)
+    await keeper.delete_fact("late", "name", tenant_id=T)
+    doc = (await keeper.sync("late", tenant_id=T)).state
+    assert {k: f.value for k, f in facts_of(doc.data).items()} == {"order_number": "NW-99999"}
+    # Said again after the writes, it counts.
+    await store.append(
+        tenant_id=T, session_id="late", events=[NewEvent.message("user", "My name is Bob.")]
+    )
+    doc = (await keeper.sync("late", tenant_id=T)).state
+    assert facts_of(doc.data)["name"].value == "Bob"
+    assert facts_of(doc.data)["order_number"].value == "NW-99999"
+    events = await store.read(tenant_id=T, session_id="late", limit=100)
+    assert public(rebuild_state(events)) == public(doc.data)
+
+
+async def test_extraction_running_behind_never_undoes_a_replace(store: SQLiteStore) -> None:
+    await store.create_session(tenant_id=T, session_id="put")
+    await store.append(
+        tenant_id=T,
+        session_id="put",
+        events=[NewEvent.message("user", "My order number is NW-48213.")],
+    )
+    keeper = StateKeeper(store)
+    await keeper.replace("put", {"facts": {}, "goal": "start over"}, tenant_id=T)
+    doc = (await keeper.sync("put", tenant_id=T)).state
+    assert facts_of(doc.data) == {} and doc.data["goal"] == "start over"
+
+
+def test_the_fold_orders_by_what_was_said_not_by_arrival() -> None:
+    later = Change("set_fact", key="city", value="Lisbon", seq=9)
+    earlier = Change("set_fact", key="city", value="Porto", seq=4)
+    assert facts_of(apply_all({}, [later, earlier]))["city"].value == "Lisbon"
+    assert facts_of(apply_all({}, [earlier, later]))["city"].value == "Lisbon"
+    gone = apply_all({}, [Change("delete_fact", key="city", seq=7), earlier])
+    assert "city" not in facts_of(gone)
+    again = apply_all(gone, [Change("set_fact", key="city", value="Faro", seq=8)])
+    assert facts_of(again)["city"].value == "Faro"
+    dropped = apply_all({}, [Change("delete_commitment", key="c3", seq=5)])
+    assert commitments_of(apply_all(dropped, [Change("add_commitment", value="x", seq=3)])) == []
+
+
 async def test_racing_keepers_write_each_change_once(store: SQLiteStore) -> None:
     await support_session(store)
     keepers = [StateKeeper(store) for _ in range(4)]

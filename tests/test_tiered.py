@@ -18,7 +18,7 @@ from typing import Any
 import pytest
 from redis.exceptions import RedisError
 
-from chatstate.errors import ChatstateError
+from chatstate.errors import ChatstateError, SessionNotFound
 from chatstate.model import NewEvent
 from chatstate.store.protocol import Store
 from chatstate.store.rules import StoreConfig
@@ -284,6 +284,35 @@ async def test_deleting_a_session_erases_its_cached_events(tmp_path: Path) -> No
         assert 0 < await tier.client.pttl(key) <= 60_000
 
 
+async def test_a_read_of_an_unknown_session_leaves_no_cache_key(tmp_path: Path) -> None:
+    async with tiers(tmp_path, 1) as (_sor, [tier]):
+        for _ in range(2):
+            with pytest.raises(SessionNotFound):
+                await tier.read_last(tenant_id=T, session_id="nobody", n=5)
+        assert not await tier.client.exists(tier._key(T, "nobody"))
+        assert tier.stats.erased == 0
+
+
+async def test_a_write_made_around_the_tier_is_seen_at_once(tmp_path: Path) -> None:
+    """Windows are confirmed by the system of record on every read, so an append made on
+    it directly (no cache update, a lease of ten minutes) is never hidden."""
+    async with tiers(tmp_path, 1, lease_seconds=600) as (sor, [tier]):
+        await tier.create_session(tenant_id=T, session_id="s")
+        await tier.append(tenant_id=T, session_id="s", events=[msg("one")])
+        assert [e.content for e in await tier.read_last(tenant_id=T, session_id="s", n=5)] == [
+            "one"
+        ]
+        await sor.inner.append(tenant_id=T, session_id="s", events=[msg("two")])
+        contents = [e.content for e in await tier.read_last(tenant_id=T, session_id="s", n=5)]
+        assert contents == ["one", "two"]
+        assert tier.stats.stale == 1
+        sor.reads = 0
+        assert await tier.read_last(tenant_id=T, session_id="s", n=5) == await sor.inner.read_last(
+            tenant_id=T, session_id="s", n=5
+        )
+        assert sor.reads == 0  # refilled, and served from the cache again
+
+
 async def test_cache_entries_of_another_session_are_refused(tmp_path: Path) -> None:
     async with tiers(tmp_path, 1) as (_sor, [tier]):
         for tenant in (T, OTHER):
@@ -354,3 +383,27 @@ async def test_a_cache_that_is_down_at_start_is_not_an_error(tmp_path: Path) -> 
     finally:
         server.stop()
         await store.close()
+
+
+def test_an_unreadable_event_is_cached_as_it_is_stored() -> None:
+    """A row the codec cannot read comes back from the cache unreadable, with its reason
+    and raw body, not as the plain marker that stands in for it (which export and health
+    would then not report)."""
+    from datetime import UTC, datetime
+
+    from chatstate.store.backends.redis.tier_window import decode_entry, encode_entry
+    from chatstate.store.codec import decode_event
+
+    stored = '{"v":99,"kind":"message","role":"user","content":"from the future"}'
+    event = decode_event(
+        stored,
+        seq=3,
+        branch="main",
+        created_at=datetime(2026, 12, 2, tzinfo=UTC),
+        token_count=None,
+        idempotency_key=None,
+    )
+    assert event.unreadable == "unreadable"
+    cached = decode_entry(encode_entry(StoreConfig().limits, T, "s", event), T, "s", 3)
+    assert cached == event
+    assert cached.unreadable == "unreadable" and cached.data["raw"] == stored

@@ -199,3 +199,28 @@ async def test_long_timelines_page_per_lane_and_focus_finds_an_old_seq() -> None
         assert 'class="focus"' in focused.text and 'id="e-main-12"' in focused.text
         recent = await a.client.get("/ui/s/long?focus=300&lane=main")
         assert "data-live=" in recent.text and 'id="e-main-300"' in recent.text
+
+
+async def test_state_page_shows_the_chosen_branch() -> None:
+    """The inspector's state view reads one branch's document (``?branch=``); a fork made
+    in the inspector starts from the state at its fork point."""
+    async with api(CONFIG) as a:
+        key = await a.key("acme", "read,write")
+        c = a.client
+        await c.post("/v1/sessions", json={"id": "s1"}, headers=key)
+        await c.post("/v1/sessions/s1/events", json={"events": CHAT[:2]}, headers=key)
+        facts = "/v1/sessions/s1/state/facts"
+        await c.post(facts, json={"key": "plan", "value": "gold-tier"}, headers=key)
+        form = {**key, "Content-Type": "application/x-www-form-urlencoded", "Origin": "http://test"}
+        made = await c.post("/ui/s/s1/fork", content="at=3&name=alt&branch=main", headers=form)
+        assert made.status_code == 303, made.text
+        await c.post(facts, json={"key": "city", "value": "Reykjavik"}, headers=key)
+        alt_fact = {"key": "pet", "value": "axolotl"}
+        await c.post(facts, params={"branch": "alt"}, json=alt_fact, headers=key)
+        main = await c.get("/ui/s/s1/state", headers=key)
+        alt = await c.get("/ui/s/s1/state", params={"branch": "alt"}, headers=key)
+        assert main.status_code == alt.status_code == 200
+        assert "Reykjavik" in main.text and "axolotl" not in main.text
+        assert "axolotl" in alt.text and "Reykjavik" not in alt.text and "gold-tier" in alt.text
+        assert '<b id="state-of">alt</b>' in alt.text
+        assert (await c.get("/ui/s/s1/state?branch=nope", headers=key)).status_code == 404

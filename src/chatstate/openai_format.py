@@ -15,7 +15,17 @@ from typing import cast
 from chatstate.errors import ValidationError
 from chatstate.model import ROLES, ContentPart, Event, JSONValue, NewEvent, Role, ToolCall
 
-__all__ = ["from_openai", "from_openai_messages", "to_openai", "to_openai_messages"]
+__all__ = [
+    "UNREADABLE_MARK",
+    "from_openai",
+    "from_openai_messages",
+    "to_openai",
+    "to_openai_messages",
+    "unreadable_line",
+]
+
+UNREADABLE_MARK = "chatstate_unreadable"
+"""The key of an export line that holds a stored event this code could not read."""
 
 _KNOWN = frozenset({"role", "content", "tool_calls", "tool_call_id", "name"})
 
@@ -187,3 +197,17 @@ def from_openai_messages(messages: Iterable[Mapping[str, object]]) -> list[NewEv
 def to_openai_messages(events: Iterable[Event | NewEvent]) -> list[dict[str, JSONValue]]:
     """Chat messages for the events that have one; state/summary/marker events are skipped."""
     return [to_openai(e) for e in events if e.kind in ("message", "tool_call", "tool_result")]
+
+
+def unreadable_line(event: Event) -> dict[str, JSONValue]:
+    """The export line of a stored event that cannot be read: its body as stored, marked
+    (``{"chatstate_unreadable": {"seq", "reason", "problem", "raw"}}``); an import skips
+    such lines and says how many."""
+    return {
+        UNREADABLE_MARK: {
+            "seq": event.seq,
+            "reason": event.unreadable,
+            "problem": event.data.get("problem"),
+            "raw": event.data.get("raw"),
+        }
+    }

@@ -2,13 +2,14 @@
 
 import sys
 
-from chatstate.bench import context, load, peers, store
+from chatstate.bench import context, load, overload, peers, store
 
 BENCHES = {
     "store": store.main,
     "context": context.main,
     "peers": peers.main,
     "load": load.main,
+    "overload": overload.main,
 }
 
 

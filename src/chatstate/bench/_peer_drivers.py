@@ -20,6 +20,7 @@ from typing import Any, Protocol, TypeVar
 from chatstate.context.engine import ContextEngine
 from chatstate.context.extractive import ExtractiveSummariser
 from chatstate.model import NewEvent
+from chatstate.store.protocol import Store
 from chatstate.store.sqlite import SQLiteStore
 
 __all__ = ["FACTORIES", "Driver", "Unavailable"]
@@ -112,11 +113,15 @@ class Floor:
 
 
 class Chatstate:
-    def __init__(self, folder: Path, budget: int, overflow: str) -> None:
-        self.path = folder / f"chatstate-{overflow}.db"
+    def __init__(
+        self, folder: Path, budget: int, overflow: str, *, encrypted: bool = False
+    ) -> None:
+        self.path = folder / f"chatstate-{overflow}{'-encrypted' if encrypted else ''}.db"
         self.budget = budget
         self.loop = _Loop()
-        self.store = self.loop.run(SQLiteStore.open(self.path))
+        self.store: Store = self.loop.run(SQLiteStore.open(self.path))
+        if encrypted:
+            self.store = _encrypted(self.store)
         summariser = (
             ExtractiveSummariser(overflow="drop_oldest") if overflow == "drop_oldest" else None
         )
@@ -144,6 +149,18 @@ class Chatstate:
         self.loop.run(self.engine.aclose())
         self.loop.run(self.store.close())
         self.loop.close()
+
+
+def _encrypted(store: Store) -> Store:
+    """``store`` behind :class:`EncryptedStore` with a fresh key (``[encryption]``)."""
+    try:
+        from chatstate.store.encrypted import EncryptedStore  # noqa: PLC0415 - optional
+        from chatstate.store.keys import StaticKeys, generate_key  # noqa: PLC0415
+    except ImportError as exc:
+        raise Unavailable(
+            "cryptography is not installed (pip install 'chatstate[encryption]')"
+        ) from exc
+    return EncryptedStore(store, StaticKeys.from_text(generate_key("bench")))
 
 
 class AgentsSession:
@@ -288,6 +305,9 @@ FACTORIES: dict[str, Callable[[Path, Costs, argparse.Namespace], Factory]] = {
     "chatstate": lambda folder, _c, args: lambda: Chatstate(folder, args.budget, "keep"),
     "chatstate-bounded": lambda folder, _c, args: (
         lambda: Chatstate(folder, args.budget, "drop_oldest")
+    ),
+    "chatstate-encrypted": lambda folder, _c, args: (
+        lambda: Chatstate(folder, args.budget, "keep", encrypted=True)
     ),
     "agents-sqlite": lambda folder, costs, _a: lambda: AgentsSession(folder, costs),
     "langgraph-sqlite": lambda folder, costs, _a: lambda: _langgraph_sqlite(folder, costs),

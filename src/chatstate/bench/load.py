@@ -31,7 +31,7 @@ from contextlib import suppress
 from dataclasses import dataclass, field, replace
 from functools import partial
 from pathlib import Path
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, Any
 
 from chatstate.testing.history import Anomaly, Op, check_history
 
@@ -47,14 +47,18 @@ class LoadReport:
     ok: int = 0
     errors: dict[str, int] = field(default_factory=dict)
     latencies_ms: list[float] = field(default_factory=list)
+    """Of the requests answered ``ok``."""
+    refused_ms: list[float] = field(default_factory=list)
+    """Of the appends refused with 503 (admission control)."""
     seconds: float = 0.0
     anomalies: list[Anomaly] = field(default_factory=list)
     ops: list[Op] = field(default_factory=list)
 
-    def percentile(self, q: float) -> float:
-        if not self.latencies_ms:
+    def percentile(self, q: float, *, refused: bool = False) -> float:
+        values = self.refused_ms if refused else self.latencies_ms
+        if not values:
             return 0.0
-        ordered = sorted(self.latencies_ms)
+        ordered = sorted(values)
         return ordered[min(len(ordered) - 1, int(len(ordered) * q))]
 
 
@@ -68,8 +72,15 @@ async def run_load(
     seed: int = 1,
     grace: float = 10.0,
     request_timeout: float = 30.0,
+    clients: int | None = None,
+    connections: int = 64,
+    raw: bool = False,
 ) -> LoadReport:
-    """Drive the server at ``url`` open-loop; return what happened, checked.
+    """Drive the server at ``url`` open-loop (or, with ``clients``, that many clients
+    each sending its next request when the previous one is answered, ignoring ``rate``);
+    return what happened, checked. ``connections`` bounds the client's own pool: above
+    it requests wait in the client, not the server. ``raw``: the lean client of
+    :mod:`chatstate.bench.raw_http` instead of httpx (for open loops near saturation).
 
     Every request started is counted once: ``ok``, or under ``errors`` by HTTP status
     (``429``, ``503`` ...), ``timeout``, another transport error's name, or ``unfinished``
@@ -77,16 +88,23 @@ async def run_load(
     read back with retries that honour ``Retry-After``, and removed at the end."""
     import httpx  # noqa: PLC0415 - the [server] extra brings it
 
+    from chatstate.bench.raw_http import RawClient  # noqa: PLC0415 - it needs httpx too
+
     rng = random.Random(seed)  # noqa: S311 - seeded workload, not security
     run = uuid.uuid4().hex[:8]
     names = [f"load-{run}-{n}" for n in range(sessions)]
     headers = {"Authorization": f"Bearer {key}"} if key else {}
     report = LoadReport()
-    limits = httpx.Limits(max_connections=64, max_keepalive_connections=64)
+    limits = httpx.Limits(max_connections=connections, max_keepalive_connections=connections)
 
-    async with httpx.AsyncClient(
-        base_url=url, headers=headers, timeout=request_timeout, limits=limits
-    ) as c:
+    client: Any = (
+        RawClient(url, headers=headers, timeout=request_timeout, max_connections=connections)
+        if raw
+        else httpx.AsyncClient(
+            base_url=url, headers=headers, timeout=request_timeout, limits=limits
+        )
+    )
+    async with client as c:
         created: list[str] = []
         try:
             for name in names:
@@ -98,7 +116,10 @@ async def run_load(
                 await _one(c, report, session, f"{run}-{i}" if is_append else None)
 
             start = time.perf_counter()
-            report.sent = await _open_loop(one, rate=rate, duration=duration, grace=grace)
+            if clients is None:
+                report.sent = await _open_loop(one, rate=rate, duration=duration, grace=grace)
+            else:
+                report.sent = await _closed_loop(one, clients=clients, duration=duration)
             report.seconds = time.perf_counter() - start
             final = {name: list(await _patiently_read(c, name)) for name in names}
         finally:
@@ -129,11 +150,15 @@ async def _one(c: httpx.AsyncClient, report: LoadReport, session: str, value: st
                 op = replace(op, ok=True, seq=r.json()["first_seq"])
             else:
                 failed(str(r.status_code))
+                if r.status_code == 503:
+                    report.refused_ms.append((time.perf_counter() - begin) * 1e3)
                 op = replace(op, refused=400 <= r.status_code < 500 or r.status_code == 503)
         else:
             op = replace(op, ok=True, seen=await _read_all(c, session))
     except _Status as exc:
         failed(str(exc.status))
+        if exc.status == 503:
+            report.refused_ms.append((time.perf_counter() - begin) * 1e3)
     except httpx.TimeoutException:
         failed("timeout")
     except (httpx.HTTPError, KeyError, ValueError) as exc:
@@ -219,6 +244,25 @@ async def _open_loop(
             task.cancel()
         await asyncio.gather(*pending, return_exceptions=True)
     return i
+
+
+async def _closed_loop(
+    one: Callable[[int], Coroutine[object, object, None]], *, clients: int, duration: float
+) -> int:
+    """``clients`` loops, each starting ``one(i)`` as soon as its previous one ended,
+    until ``duration`` has passed; returns how many started."""
+    deadline = time.perf_counter() + duration
+    started = 0
+
+    async def client() -> None:
+        nonlocal started
+        while time.perf_counter() < deadline:
+            i = started
+            started += 1
+            await one(i)
+
+    await asyncio.gather(*(client() for _ in range(clients)))
+    return started
 
 
 async def _read_all(client: httpx.AsyncClient, session: str) -> tuple[str, ...]:

@@ -13,6 +13,9 @@ stored conversation and the new user message, then store the user message and th
   then ``append`` of both messages (counted once there). ``chatstate-bounded``: the same
   with ``ExtractiveSummariser(overflow="drop_oldest")``, a summary of bounded size (the
   default keeps every fact line, so its summary grows with the conversation).
+  ``chatstate-encrypted``: ``chatstate`` behind :class:`~chatstate.store.encrypted.
+  EncryptedStore` (AES-256-GCM, ``[encryption]`` extra): what encryption at rest costs
+  a turn.
 * ``agents-sqlite``: the OpenAI Agents SDK's ``SQLiteSession``: ``get_items()`` (the
   whole history, which its runner sends), then ``add_items`` of both messages.
 * ``langgraph-sqlite`` / ``langgraph-postgres``: a compiled ``StateGraph(MessagesState)``
@@ -63,6 +66,7 @@ SYSTEMS = (
     "floor",
     "chatstate",
     "chatstate-bounded",
+    "chatstate-encrypted",
     "agents-sqlite",
     "langgraph-sqlite",
     "langgraph-chatstate",

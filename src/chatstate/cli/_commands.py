@@ -19,9 +19,16 @@ from typing import TextIO
 
 from chatstate.cli._errors import CliError
 from chatstate.cli._render import TranscriptView, event_json
-from chatstate.cli._transcript import chunk, parse_transcript, read_source, to_events
+from chatstate.cli._transcript import (
+    InputError,
+    chunk,
+    parse_transcript,
+    read_source,
+    to_events,
+)
 from chatstate.errors import ChatstateError
 from chatstate.model import JSONValue, NewEvent, Session
+from chatstate.openai_format import UNREADABLE_MARK
 from chatstate.store.protocol import Store
 from chatstate.store.rules import StoreConfig
 from chatstate.store.url import open_store, redact
@@ -74,12 +81,24 @@ class Prepared:
     chunks: list[list[NewEvent]]
     key: str
     """Idempotency key prefix, derived from the file's content."""
+    unreadable: int = 0
+    """Lines marked ``chatstate_unreadable`` (an export of events that could not be
+    read), skipped."""
 
     @classmethod
     def of(cls, ctx: Context, name: str, text: str) -> Prepared:
         limits = ctx.config.limits
-        chunks = chunk(to_events(parse_transcript(name, text), limits), limits)
-        return cls(chunks, "import-" + hashlib.sha256(text.encode()).hexdigest()[:24])
+        messages = parse_transcript(name, text)
+        kept = [m for m in messages if not _marked_unreadable(m.value)]
+        if not kept:
+            raise InputError(f"{name}: no messages found, only events marked {UNREADABLE_MARK!r}")
+        chunks = chunk(to_events(kept, limits), limits)
+        key = "import-" + hashlib.sha256(text.encode()).hexdigest()[:24]
+        return cls(chunks, key, len(messages) - len(kept))
+
+
+def _marked_unreadable(value: object) -> bool:
+    return isinstance(value, dict) and UNREADABLE_MARK in value and "role" not in value
 
 
 async def _import(
@@ -126,6 +145,11 @@ async def import_file(ctx: Context, args: argparse.Namespace) -> int:
     """``chatstate import FILE``: a new session from a transcript file; prints its id."""
     prepared = Prepared.of(ctx, *read_source(str(args.file)))  # before touching the database
     source = "stdin" if args.file == "-" else str(args.file).rsplit("/", 1)[-1][:200]
+    if prepared.unreadable:
+        ctx.err.write(
+            f"skipped {prepared.unreadable} lines marked {UNREADABLE_MARK!r} "
+            "(events the exporting chatstate could not read)\n"
+        )
     async with opened(ctx) as store:
         session, count = await _import(
             ctx,

@@ -20,7 +20,7 @@ from chatstate.cli._render import (
 )
 from chatstate.errors import BranchNotFound, NotFound, SessionNotFound
 from chatstate.model import Event, JSONValue
-from chatstate.openai_format import to_openai
+from chatstate.openai_format import UNREADABLE_MARK, to_openai, unreadable_line
 from chatstate.store.erase import erase
 from chatstate.store.protocol import Store
 
@@ -114,18 +114,24 @@ async def export(ctx: Context, args: argparse.Namespace) -> int:
     """JSONL, one OpenAI message per line, that ``chatstate import`` reads back identically.
 
     state, summary and marker events have no chat message form; they are counted on
-    stderr, not written.
+    stderr, not written. A stored event that cannot be read is written as it is stored,
+    on a line of its own marked ``chatstate_unreadable`` (import skips those lines).
     """
     target = None if args.output in (None, "-") else Path(args.output)
     async with opened(ctx) as store:
         session = await store.get_session(tenant_id=ctx.tenant, session_id=args.id)
         branch = args.branch or session.default_branch
         if target is None:
-            written, skipped = await _write_jsonl(store, ctx, session.id, branch, ctx.out)
+            written, skipped, marked = await _write_jsonl(store, ctx, session.id, branch, ctx.out)
         else:
-            written, skipped = await _export_file(store, ctx, session.id, branch, target)
+            written, skipped, marked = await _export_file(store, ctx, session.id, branch, target)
     if skipped:
         ctx.err.write(f"skipped {skipped} state/summary/marker events (no chat message form)\n")
+    if marked:
+        ctx.err.write(
+            f"wrote {marked} events that cannot be read as they are stored, "
+            f"each on a line marked {UNREADABLE_MARK!r}\n"
+        )
     if target is not None:
         if ctx.as_json:
             print_json(ctx, {"id": session.id, "messages": written, "file": str(target)})
@@ -136,7 +142,7 @@ async def export(ctx: Context, args: argparse.Namespace) -> int:
 
 async def _export_file(
     store: Store, ctx: Context, session_id: str, branch: str, target: Path
-) -> tuple[int, int]:
+) -> tuple[int, int, int]:
     """Write to a temporary file beside ``target`` and rename it: no half-written exports."""
     partial = target.with_name(f".{target.name}.partial")
     try:
@@ -152,16 +158,21 @@ async def _export_file(
 
 async def _write_jsonl(
     store: Store, ctx: Context, session_id: str, branch: str, out: TextIO
-) -> tuple[int, int]:
-    written = skipped = 0
+) -> tuple[int, int, int]:
+    """Messages written, events skipped, unreadable events written marked."""
+    written = skipped = marked = 0
     async for page in pages(store, ctx.tenant, session_id, branch):
         for event in page:
+            if event.unreadable is not None:
+                out.write(json.dumps(unreadable_line(event), ensure_ascii=False) + "\n")
+                marked += 1
+                continue
             if event.kind not in _CHAT_KINDS:
                 skipped += 1
                 continue
             out.write(json.dumps(to_openai(event), ensure_ascii=False) + "\n")
             written += 1
-    return written, skipped
+    return written, skipped, marked
 
 
 async def delete(ctx: Context, args: argparse.Namespace) -> int:

@@ -1,7 +1,8 @@
 """``chatstate state``, ``chatstate health`` and ``chatstate eval detectors``.
 
-* ``state SESSION``: the session's facts (with the event that set each and the values
-  corrections replaced), commitments, goal and open questions. A session whose state was
+* ``state SESSION [--branch B]``: the branch's facts (with the event that set each and the
+  values corrections replaced), commitments, goal and open questions (each branch has its
+  own state document; default main). A session whose state was
   never recorded shows what the offline extractor reads from its log, marked as not
   stored; ``--sync`` records it (appends ``state`` events and writes the document).
 * ``health SESSION``: the health report: score, flags with their detector and evidence
@@ -47,6 +48,9 @@ def add_parsers(
     st.add_argument("id", help="session id")
     st.add_argument(
         "--sync", action="store_true", help="extract from new events and record the state first"
+    )
+    st.add_argument(
+        "--branch", default="main", help="branch whose state document to show (default main)"
     )
     hl = command(sub, "health", health, "a session's health report: flags with evidence seqs")
     hl.add_argument("id", help="session id")
@@ -100,34 +104,44 @@ def _sync_progress(ctx: Context, head: int) -> Callable[[int], None]:
 
 
 async def state(ctx: Context, args: argparse.Namespace) -> int:
+    branch = args.branch
     async with opened(ctx) as store:
         if args.sync:
-            last = await store.read_last(tenant_id=ctx.tenant, session_id=args.id, n=1)
+            last = await store.read_last(
+                tenant_id=ctx.tenant, session_id=args.id, branch=branch, n=1
+            )
             head = last[-1].seq if last else 0
             progress = _sync_progress(ctx, head)
-            await StateKeeper(store).sync(args.id, tenant_id=ctx.tenant, progress=progress)
-        doc = await store.get_state(tenant_id=ctx.tenant, session_id=args.id)
+            keeper = StateKeeper(store, branch=branch)
+            await keeper.sync(args.id, tenant_id=ctx.tenant, progress=progress)
+        doc = await store.get_state(tenant_id=ctx.tenant, session_id=args.id, branch=branch)
         data: Mapping[str, JSONValue] = doc.data
         stored = doc.version > 0
         if not stored:  # never recorded: show what the rules read, without writing
-            events = await _events(store, ctx.tenant, args.id, "main")
+            events = await _events(store, ctx.tenant, args.id, branch)
             base = rebuild_state(events)
             data = apply_all(base, RuleExtractor().changes(events, base))
     public = {k: v for k, v in data.items() if not k.startswith("_")}
     if ctx.as_json:
-        print_json(
-            ctx, {"session": args.id, "version": doc.version, "stored": stored, "state": public}
-        )
+        body: dict[str, JSONValue] = {"session": args.id, "branch": branch}
+        body |= {"version": doc.version, "stored": stored, "state": public}
+        print_json(ctx, body)
         return 0
-    ctx.out.write(render_state_text(args.id, doc.version, stored, public))
+    ctx.out.write(render_state_text(args.id, doc.version, stored, public, branch=branch))
     return 0
 
 
 def render_state_text(
-    session_id: str, version: int, stored: bool, data: Mapping[str, JSONValue]
+    session_id: str,
+    version: int,
+    stored: bool,
+    data: Mapping[str, JSONValue],
+    *,
+    branch: str = "main",
 ) -> str:
     where = f"version {version}" if stored else "not stored: read from the log (--sync records it)"
-    lines = [f"session {session_id}: state {where}", ""]
+    of = session_id if branch == "main" else f"{session_id} branch {branch}"
+    lines = [f"session {of}: state {where}", ""]
     goal = data.get("goal")
     if isinstance(goal, str) and goal:
         lines += [f"goal: {goal}", ""]

@@ -129,7 +129,9 @@ class BM25Retriever:
     """Okapi BM25 (Lucene's non-negative idf) over documents ``(id, text)``.
 
     ``k1`` (1.2 to 2.0 is usual) sets how fast repeated terms saturate; ``b`` how much long
-    documents are penalised; ``stem`` strips common English suffixes. Documents are added
+    documents are penalised; ``stem`` strips common English suffixes; a query with more
+    than ``max_query_terms`` distinct indexed terms is scored on its rarest ones (a pasted
+    paragraph costs as much as a question, not O(its words x their postings)). Documents are added
     with increasing ids (the context engine uses a message's seq); ties in score are broken
     by id, newest first.
 
@@ -156,6 +158,7 @@ class BM25Retriever:
         stem: bool = True,
         previous: float = 0.0,
         feedback: Feedback | None = None,
+        max_query_terms: int = 24,
     ) -> None:
         if k1 < 0:
             raise ValueError(f"k1 must be >= 0, got {k1}")
@@ -169,6 +172,9 @@ class BM25Retriever:
         self._stem = stem
         self._previous = previous
         self._feedback = feedback
+        if max_query_terms < 1:
+            raise ValueError(f"max_query_terms must be >= 1, got {max_query_terms}")
+        self._max_terms = max_query_terms
         self._ids: list[int] = []
         self._lengths: list[float] = []
         self._total_length = 0.0
@@ -245,7 +251,8 @@ class BM25Retriever:
         """
         if k <= 0 or not self._ids:
             return []
-        weights = dict.fromkeys(tokenize(query, self._stop_words, stem=self._stem), 1.0)
+        terms = dict.fromkeys(tokenize(query, self._stop_words, stem=self._stem))
+        weights = dict.fromkeys(self._selective(terms), 1.0)
         scores = self._scores(weights)
         if not scores:
             return []
@@ -258,6 +265,18 @@ class BM25Retriever:
             candidates = ((i, s) for i, s in candidates if ids[i] not in excluded)
         best = heapq.nlargest(k, candidates, key=lambda item: (item[1], item[0]))
         return [(ids[index], score) for index, score in best]
+
+    def _selective(self, terms: dict[str, None]) -> list[str]:
+        """A long query's ``max_query_terms`` rarest indexed terms (the most selective, in
+        query order); a short query's terms as they are. The terms left out are the most
+        frequent ones: the lowest idf and the longest postings, so they cost most of a
+        long query's time and change its ranking least."""
+        postings = self._postings
+        known = [t for t in terms if t in postings]
+        if len(known) <= self._max_terms:
+            return known
+        rare = set(sorted(known, key=lambda t: len(postings[t][0]))[: self._max_terms])
+        return [t for t in known if t in rare]
 
     def _expanded(
         self, weights: dict[str, float], scores: dict[int, float], feedback: Feedback

@@ -1,12 +1,15 @@
 """The context engine: reads what one turn needs from the store and assembles it.
 
 Per turn it reads a bounded window (the newest events back to the newest summary, at most
-about twice the budget's worth or ``tail_limit`` events) and the state document, never the
-whole history, so its cost follows the window and not the conversation. Retrieval keeps
-one in-process index per active branch (at most ``max_sessions``): a document per chat
-message, holding the message too, so hits and their neighbours cost no read (memory about
-the size of the indexed text; :meth:`ContextEngine.forget` drops it). The decisions are
-made by the pure :func:`assemble`.
+about twice the budget's worth or ``tail_limit`` events) and the state document of the
+branch it builds for (each branch keeps its own), never the whole history, so its cost
+follows the window and not the conversation. Retrieval keeps one in-process index per
+active branch (:mod:`chatstate.context.session_index`): a document per chat message,
+holding the message too, so hits and their neighbours cost no read. The indexes of one
+engine stay within ``max_sessions`` branches and ``max_index_bytes`` (512 MiB) of
+estimated memory, least recently used dropped first; :meth:`ContextEngine.forget` drops a
+session's. The decisions are made by the pure
+:func:`assemble`.
 
 Compaction runs off the request path: when turns no longer fit, the engine schedules a
 background task that folds the previous summary and the oldest turns into a new
@@ -18,11 +21,10 @@ logged at WARNING and counted in :attr:`ContextEngine.stats`; the log is never c
 from __future__ import annotations
 
 import asyncio
-import bisect
 import logging
 from collections import OrderedDict
 from collections.abc import Callable, Mapping, Sequence
-from dataclasses import dataclass, field, replace
+from dataclasses import dataclass, replace
 from datetime import datetime
 from functools import lru_cache
 from typing import ParamSpec, TypeVar
@@ -37,12 +39,13 @@ from chatstate.context.assemble import (
 )
 from chatstate.context.manifest import Manifest
 from chatstate.context.pinned import render_state
-from chatstate.context.queries import date_mark, fuse, sub_queries
+from chatstate.context.queries import fuse, sub_queries
 from chatstate.context.retrieval import Retriever
+from chatstate.context.session_index import DEFAULT_MAX_BYTES, IndexCache, SessionIndex
 from chatstate.context.summaries import Summariser
 from chatstate.context.text import event_text
 from chatstate.context.tokens import counter_for, model_info
-from chatstate.context.turns import Turn, group_turns, message_tokens
+from chatstate.context.turns import Turn, group_turns
 from chatstate.errors import IdempotencyMismatch, ValidationError
 from chatstate.model import AppendResult, Event, JSONValue, NewEvent
 from chatstate.store.protocol import Store
@@ -68,25 +71,6 @@ class BuiltContext:
     """What to send to the model, in OpenAI chat format."""
     manifest: Manifest
     compaction_scheduled: bool = False
-
-
-@dataclass(slots=True)
-class _Index:
-    """One branch's retrieval index: a document per chat message (its seq is the id)."""
-
-    retriever: Retriever
-    upto: int = 0
-    """Every event at or before this seq has been seen."""
-    events: dict[int, Event] = field(default_factory=dict)
-    """The indexed messages by seq: hits and their neighbours come from here, with no
-    read per hit (the text is held once, as the index's postings are)."""
-    order: list[int] = field(default_factory=list)
-    """Indexed seqs in increasing order (a hit's neighbours are the seqs beside it)."""
-    dates: dict[int, str] = field(default_factory=dict)
-    """The date each message was said, from the newest date mark before it."""
-    mark: str | None = None
-    first_day: str | None = None
-    spans_days: bool = False
 
 
 @dataclass(slots=True)
@@ -127,6 +111,7 @@ class ContextEngine:
         compact_step: float = 0.25,
         summary_tokens: int = 600,
         max_sessions: int = 256,
+        max_index_bytes: int = DEFAULT_MAX_BYTES,
         count_model: str = "gpt-4o",
         auto_compact: bool = True,
     ) -> None:
@@ -147,7 +132,8 @@ class ContextEngine:
         self.auto_compact = auto_compact
         """Schedule compaction from ``build`` when turns overflow (off for read-only use)."""
         """Stored token counts are counted with this model's tokenizer."""
-        self._indexes: OrderedDict[_Key, _Index] = OrderedDict()
+        self._indexes = IndexCache(max_sessions, max_index_bytes)
+        """The retrieval index of each branch in use, bounded in count and bytes."""
         self._prefixes: OrderedDict[tuple[str, str, str, str], tuple[str, ...]] = OrderedDict()
         self._tasks: dict[_Key, asyncio.Task[None]] = {}
         self._window_sizes: OrderedDict[_Key, int] = OrderedDict()
@@ -263,7 +249,9 @@ class ContextEngine:
         current = NewEvent.message("user", message) if isinstance(message, str) else message
         if current is None and tail and tail[-1].kind == "message" and tail[-1].role == "user":
             current, tail = tail[-1].draft(), tail[:-1]
-        state = await self.store.get_state(tenant_id=tenant_id, session_id=session_id)
+        state = await self.store.get_state(
+            tenant_id=tenant_id, session_id=session_id, branch=branch
+        )
         count = _memo_counter(model)
         candidates: list[tuple[Turn, float]] = []
         near: dict[int, tuple[Event, ...]] = {}
@@ -405,11 +393,9 @@ class ContextEngine:
         self, key: _Key, window: list[Event], query: str, policy: ContextPolicy
     ) -> tuple[list[tuple[Turn, float]], dict[int, tuple[Event, ...]], dict[int, str]]:
         """Retrieved messages, best first; the messages around each; their dates."""
-        index = self._indexes.get(key)
-        if index is None:
-            index = _Index(self._retriever_factory())
-        self._remember(self._indexes, key, index)
+        index = self._indexes.get(key) or SessionIndex(self._retriever_factory())
         await self._index_up_to(key, index, window)
+        self._indexes.put(key, index)
         k = 2 * policy.retrieve_k + 8
         queries = [(query, 1.0)]
         if policy.multi_query:
@@ -419,50 +405,18 @@ class ContextEngine:
             for q, weight in queries
         ]
         hits = ranked[0][1] if len(ranked) == 1 else fuse(ranked, k)
-        count = _memo_counter(self.count_model)
-        out: list[tuple[Turn, float]] = []
-        near: dict[int, tuple[Event, ...]] = {}
-        dates: dict[int, str] = {}
-        for seq, score in hits:
-            event = index.events.get(seq)
-            if event is None:
-                continue
-            out.append((Turn((event,), message_tokens(event, count)), score))
-            i = bisect.bisect_left(index.order, seq)
-            around = [index.order[j] for j in (i - 1, i + 1) if 0 <= j < len(index.order)]
-            near[seq] = tuple(index.events[j] for j in around)
-        if index.spans_days or index.mark is not None:
-            for seq in {s for s, _ in hits} | {e.seq for n in near.values() for e in n}:
-                if seq in index.dates:
-                    dates[seq] = index.dates[seq]
-        return out, near, dates
+        return index.hits(hits, _memo_counter(self.count_model))
 
-    async def _index_up_to(self, key: _Key, index: _Index, window: list[Event]) -> None:
+    async def _index_up_to(self, key: _Key, index: SessionIndex, window: list[Event]) -> None:
         """Index the messages newer than ``index.upto`` (reading a gap once, cold)."""
         if not window:
             return
         fresh = [e for e in window if e.seq > index.upto]
         if window[0].seq > index.upto + 1:
             fresh = await self._read_span(key, index.upto, window[0].seq) + fresh
-        docs: list[tuple[int, str]] = []
-        for event in fresh:
-            if event.kind == "message" and event.role in ("user", "assistant"):
-                text = event_text(event)
-                if mark := date_mark(text):
-                    index.mark = mark
-                day = event.created_at.date().isoformat()
-                if index.first_day is None:
-                    index.first_day = day
-                index.spans_days = index.spans_days or day != index.first_day
-                index.dates[event.seq] = index.mark or day
-            elif event.kind not in _CHAT_KINDS or event.role in ("system", "developer"):
-                continue
-            docs.append((event.seq, event_text(event)))
-            index.events[event.seq] = event
-            index.order.append(event.seq)
+        docs = index.documents(fresh)
         if docs:
             await _off_loop(index.retriever, index.retriever.add, docs)
-        index.upto = max(index.upto, fresh[-1].seq if fresh else 0)
 
     def _remember(self, cache: OrderedDict[_K, _V], key: _K, value: _V) -> None:
         cache[key] = value
@@ -573,8 +527,7 @@ class ContextEngine:
         """Drop everything this engine holds in memory about a session (its retrieval
         indexes, prefix hashes, pending compactions): call it when the session is deleted,
         so no erased text lingers in the process."""
-        for key in [k for k in self._indexes if k[:2] == (tenant_id, session_id)]:
-            del self._indexes[key]
+        self._indexes.drop(tenant_id, session_id)
         for pkey in [k for k in self._prefixes if k[:2] == (tenant_id, session_id)]:
             del self._prefixes[pkey]
         for skey in [k for k in self._summaries if k[:2] == (tenant_id, session_id)]:

@@ -5,6 +5,7 @@ from __future__ import annotations
 import dataclasses
 import re
 from collections.abc import Callable, Mapping
+from functools import lru_cache
 
 from chatstate.context.bm25 import tokenize
 from chatstate.context.manifest import RetrievedTurn
@@ -39,12 +40,30 @@ _CUT = "_chatstate_cut"
 
 def cut(event: Event, query: set[str]) -> Event | None:
     """``event`` cut to its sentences that share a word with the query, or ``None``."""
-    sentences = _SENTENCE.split(event_text(event))
-    kept = [s for s in sentences if query.intersection(tokenize(s, stem=True))]
+    sentences = _sentences(event_text(event))
+    kept = [s for s, terms in sentences if not query.isdisjoint(terms)]
     if not kept or len(kept) == len(sentences):
         return None
     data = {**event.data, _CUT: True}
     return dataclasses.replace(event, content=" ... ".join(kept), tool_calls=(), data=data)
+
+
+_MEMO_TEXT_MAX = 4096
+"""Messages longer than this (characters) are split afresh each time: the memo holds at
+most 2,048 x 4 KB of text and their term sets."""
+
+
+def _sentences(text: str) -> tuple[tuple[str, frozenset[str]], ...]:
+    """A message's sentences, each with its index terms: the same message is cut for
+    many questions, and tokenizing it again for each cost more than the cut itself."""
+    return _split(text) if len(text) > _MEMO_TEXT_MAX else _memo_split(text)
+
+
+def _split(text: str) -> tuple[tuple[str, frozenset[str]], ...]:
+    return tuple((s, frozenset(tokenize(s, stem=True))) for s in _SENTENCE.split(text))
+
+
+_memo_split = lru_cache(maxsize=2048)(_split)
 
 
 def runs(picked: Picked) -> tuple[RetrievedTurn, ...]:

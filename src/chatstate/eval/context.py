@@ -60,6 +60,8 @@ log = logging.getLogger(__name__)
 
 RetrieverName = Literal["auto", "bm25", "minilm", "fused"]
 TENANT = "eval"
+BRANCH = "main"
+"""The branch each conversation is replayed on; the keeper and every build use its state."""
 DEFAULT_CATEGORIES = {"locomo": frozenset({"1", "2", "3", "4"})}
 """LoCoMo's category 5 is adversarial (unanswerable): left out unless asked for."""
 Record = dict[str, JSONValue]
@@ -158,12 +160,15 @@ async def _replay(
         group = utterances[i:j]
         if group[0].role == "user":
             built = await engine.build(
-                session, group[0].text, tenant_id=TENANT, model=model, budget=budget
+                session, group[0].text, tenant_id=TENANT, model=model, budget=budget, branch=BRANCH
             )
             if built.compaction_scheduled:
                 await engine.drain()
         result = await engine.append(
-            session, [NewEvent.message(u.role, u.text) for u in group], tenant_id=TENANT
+            session,
+            [NewEvent.message(u.role, u.text) for u in group],
+            tenant_id=TENANT,
+            branch=BRANCH,
         )
         seqs.update((u.id, e.seq) for u, e in zip(group, result.events, strict=True))
         if keeper is not None:
@@ -210,7 +215,7 @@ async def _budget_run(
         count_model=opts.model,
     )
     session = (await store.create_session(tenant_id=TENANT)).id
-    keeper = StateKeeper(store) if opts.state else None
+    keeper = StateKeeper(store, branch=BRANCH) if opts.state else None
     seqs = await _replay(engine, keeper, session, conv, budget, opts.model)
     engine.auto_compact = False
     out: list[Record] = []
@@ -218,7 +223,7 @@ async def _budget_run(
         fixed = count(q.text) + MESSAGE_OVERHEAD + REPLY_OVERHEAD
         avail = budget - fixed
         built = await engine.build(
-            session, q.text, tenant_id=TENANT, model=opts.model, budget=budget
+            session, q.text, tenant_id=TENANT, model=opts.model, budget=budget, branch=BRANCH
         )
         summary, state = summary_text(built.messages)
         retrieved = retrieved_text(built.messages)

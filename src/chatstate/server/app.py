@@ -125,7 +125,9 @@ def create_app(config: ServerConfig | None = None, *, store: Store | None = None
     _add_operations(app, metrics)
     app.add_middleware(BodyLimit, max_bytes=config.max_body_bytes)
     app.state.admission = gate = Gate(config.max_in_flight)
-    app.add_middleware(Admission, gate=gate, metrics=metrics)  # before the body is read
+    app.state.stream_admission = streams = Gate(config.max_streams)
+    # Before the body is read; gateway turns against their own bound.
+    app.add_middleware(Admission, gate=gate, streams=streams, metrics=metrics)
     app.add_middleware(MetricsMiddleware, metrics=metrics)
     return app
 
@@ -181,12 +183,12 @@ def _limiter(config: ServerConfig) -> RateLimiter:
 
 def _state_and_health(keeper: StateKeeper, health: HealthMetrics) -> AfterTurn:
     """After each stored answer, off the request path: extract facts and commitments into
-    the state document and count the re-asks and contradictions the keeper flags."""
+    the state document of the branch the turn ran on (``TurnDone.branch``: the branch the
+    gateway appended the turn to) and count the re-asks and contradictions it flags."""
 
     async def after_turn(done: TurnDone) -> None:
-        if done.branch != keeper.branch:
-            return  # the state document follows the session's main branch
-        result = await keeper.sync(done.session_id, tenant_id=done.tenant)
+        # The turn's own branch: each branch keeps its own state document.
+        result = await keeper.on_branch(done.branch).sync(done.session_id, tenant_id=done.tenant)
         health.observe_flags(result.flags)
 
     return after_turn

@@ -56,8 +56,11 @@ class ServerConfig:
     """``id:base64,...`` (first current): encrypt at rest with
     :class:`~chatstate.store.encrypted.EncryptedStore` (``chatstate[encryption]``)."""
     max_in_flight: int = 64
-    """Requests one process works on at once; more get 503 with ``Retry-After`` at once
-    (streams count while their producer runs). 0 turns admission control off."""
+    """Requests one process works on at once, gateway turns aside; more get 503 with
+    ``Retry-After`` at once. 0 turns this bound off."""
+    max_streams: int = 512
+    """Gateway turns (``POST /v1/chat/completions``) one process serves at once, a stream
+    counting while it streams; more get 503 with ``Retry-After``. 0 turns this bound off."""
     upstream_max_connections: int = 512
     """Connections the gateway's upstream client opens at most (each stream holds one)."""
     upstream_max_keepalive: int = 64
@@ -65,8 +68,10 @@ class ServerConfig:
     def __post_init__(self) -> None:
         if self.workers < 1 or self.max_body_bytes < 1024 or self.rate_burst < 1:
             raise ValidationError("workers, max_body_bytes and rate_burst must be positive")
-        if self.max_in_flight < 0 or self.upstream_max_connections < 1:
-            raise ValidationError("max_in_flight must be >= 0, upstream_max_connections >= 1")
+        if min(self.max_in_flight, self.max_streams) < 0 or self.upstream_max_connections < 1:
+            raise ValidationError(
+                "max_in_flight and max_streams must be >= 0, upstream_max_connections >= 1"
+            )
         if self.rate_per_second <= 0 or self.response_ttl_seconds <= 0:
             raise ValidationError("rate_per_second and response_ttl_seconds must be positive")
         if self.stream_flush_seconds < 0 or self.stream_flush_bytes < 1:

@@ -8,7 +8,7 @@ from dataclasses import dataclass, field
 from typing import Annotated, cast
 
 import httpx
-from fastapi import Depends, Header, Request
+from fastapi import Depends, Header, Query, Request
 
 from chatstate.context.engine import ContextEngine
 from chatstate.health import HealthMetrics
@@ -28,6 +28,7 @@ __all__ = [
     "IfMatch",
     "Reader",
     "Services",
+    "StateBranch",
     "Svc",
     "Writer",
     "etag",
@@ -114,3 +115,15 @@ Admin = Annotated[Principal, Depends(_needs("admin"))]
 Svc = Annotated[Services, Depends(services)]
 IdempotencyKey = Annotated[str | None, Depends(idempotency_key_header)]
 IfMatch = Annotated[int | None, Depends(expected_from_if_match)]
+StateBranch = Annotated[
+    str,
+    Query(
+        max_length=128,
+        description=(
+            "The branch whose state document this is (default main). Each branch has its "
+            "own document and version: a fork starts from the state as it stood at the "
+            "fork point, and later changes on either branch never show on the other. An "
+            "unknown branch is a 404."
+        ),
+    ),
+]

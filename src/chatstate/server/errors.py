@@ -17,7 +17,10 @@ service adds the few that only exist over HTTP::
     └── UpstreamError (502)             the upstream model endpoint failed
 
 :func:`install` registers handlers so that every error, including FastAPI's own request
-validation, leaves as ``{"error": code, "message": ...}`` with its status. Bad input is
+validation, leaves as ``{"error": code, "message": ...}`` with its status; on the
+OpenAI-compatible gateway route (:data:`OPENAI_PATHS`) in OpenAI's own shape,
+``{"error": {"message", "type", "code", "param"}}``, so that the official clients and
+the agent frameworks built on them show the message, not just the status. Bad input is
 never a 500: an unexpected exception is logged and answered with a generic 500 body.
 """
 
@@ -33,6 +36,7 @@ from starlette.exceptions import HTTPException as StarletteHTTPException
 from chatstate.errors import ChatstateError, Conflict, NotFound, SeqConflict
 
 __all__ = [
+    "OPENAI_PATHS",
     "Forbidden",
     "PreconditionFailed",
     "RateLimited",
@@ -43,7 +47,11 @@ __all__ = [
     "UpstreamError",
     "error_response",
     "install",
+    "shaped",
 ]
+
+OPENAI_PATHS = frozenset({"/v1/chat/completions"})
+"""Routes whose errors take OpenAI's shape."""
 
 log = logging.getLogger(__name__)
 
@@ -112,23 +120,40 @@ class UpstreamError(ChatstateError):
     code = "upstream_error"
 
 
-def error_response(exc: ChatstateError) -> JSONResponse:
+def error_response(exc: ChatstateError, *, path: str = "") -> JSONResponse:
     headers: dict[str, str] = {}
     if isinstance(exc, RateLimited):
         headers["Retry-After"] = str(max(1, round(exc.retry_after + 0.5)))
     if isinstance(exc, Unauthorized):
         headers["WWW-Authenticate"] = "Bearer"
-    return JSONResponse(exc.to_dict(), status_code=exc.status, headers=headers)
+    body = shaped(path, exc.to_dict())
+    return JSONResponse(body, status_code=exc.status, headers=headers)
 
 
-async def _chatstate_error(_request: Request, exc: Exception) -> JSONResponse:
+def shaped(path: str, body: dict[str, object]) -> dict[str, object]:
+    """``body`` as it leaves ``path``: on the OpenAI-compatible routes, OpenAI's error
+    object (``type`` and ``code`` are chatstate's code; other fields stay beside it)."""
+    if path not in OPENAI_PATHS:
+        return body
+    code = body.get("error")
+    inner: dict[str, object] = {
+        "message": body.get("message"),
+        "type": code,
+        "code": code,
+        "param": None,
+    }
+    inner.update({k: v for k, v in body.items() if k not in ("error", "message")})
+    return {"error": inner}
+
+
+async def _chatstate_error(request: Request, exc: Exception) -> JSONResponse:
     assert isinstance(exc, ChatstateError)  # noqa: S101 - registered for this type only
     if exc.status >= 500:
         log.warning("request failed: %s (%s)", exc.code, exc.message)
-    return error_response(exc)
+    return error_response(exc, path=request.url.path)
 
 
-async def _validation_error(_request: Request, exc: Exception) -> JSONResponse:
+async def _validation_error(request: Request, exc: Exception) -> JSONResponse:
     """FastAPI's 422, without echoing the input (which may not even encode as JSON)."""
     assert isinstance(exc, RequestValidationError)  # noqa: S101
     details = [
@@ -138,15 +163,21 @@ async def _validation_error(_request: Request, exc: Exception) -> JSONResponse:
         }
         for e in exc.errors()[:20]
     ]
-    body = {"error": "invalid_input", "message": "request validation failed", "details": details}
-    return JSONResponse(body, status_code=422)
+    body: dict[str, object] = {
+        "error": "invalid_input",
+        "message": "request validation failed",
+        "details": details,
+    }
+    return JSONResponse(shaped(request.url.path, body), status_code=422)
 
 
-async def _http_error(_request: Request, exc: Exception) -> JSONResponse:
+async def _http_error(request: Request, exc: Exception) -> JSONResponse:
     assert isinstance(exc, StarletteHTTPException)  # noqa: S101
     code = _HTTP_CODES.get(exc.status_code, "error")
-    body = {"error": code, "message": str(exc.detail)}
-    return JSONResponse(body, status_code=exc.status_code, headers=exc.headers)
+    body: dict[str, object] = {"error": code, "message": str(exc.detail)}
+    return JSONResponse(
+        shaped(request.url.path, body), status_code=exc.status_code, headers=exc.headers
+    )
 
 
 async def _unexpected(_request: Request, exc: Exception) -> JSONResponse:

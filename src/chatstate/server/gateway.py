@@ -131,6 +131,8 @@ class Gateway(TurnOpener):
         except asyncio.CancelledError:
             status = "incomplete" if self._stopping else "cancelled"
             detail = {"message": "server shutting down" if self._stopping else "cancelled"}
+        except _Cut as exc:
+            status, detail = "incomplete", {"message": str(exc), "code": "upstream_cut"}
         except _UpstreamFailed as exc:
             status, detail = "error", {"message": str(exc), "code": "upstream_error"}
         except FlushFailed:
@@ -180,6 +182,7 @@ class Gateway(TurnOpener):
             if response.status_code >= 400:
                 await response.aread()
                 raise _UpstreamFailed(f"the upstream answered HTTP {response.status_code}")
+            finished = False
             async for line in response.aiter_lines():
                 if not line.startswith("data:"):
                     continue
@@ -188,7 +191,12 @@ class Gateway(TurnOpener):
                     return
                 parsed = json.loads(data)
                 if isinstance(parsed, dict):
+                    finished = finished or _finished(parsed)
                     yield parsed, _text_size(parsed)
+            if not finished:
+                # The connection ended with neither [DONE] nor a finish_reason: what came
+                # is a part of the answer, kept and marked, never stored as the whole.
+                raise _Cut("the upstream's stream ended before its answer did")
 
     async def _renew(self, rid: str, writer: ChunkWriter) -> None:
         """Flushes carry the lease; only a producer whose upstream has been silent for a
@@ -300,6 +308,20 @@ class Gateway(TurnOpener):
 
 class _UpstreamFailed(Exception):
     pass
+
+
+class _Cut(Exception):
+    """The upstream's stream ended with neither ``[DONE]`` nor a ``finish_reason``."""
+
+
+def _finished(chunk: Mapping[str, JSONValue]) -> bool:
+    """Whether a chunk says the answer is over (a choice with a ``finish_reason``): an
+    upstream that closes right after it, without ``[DONE]``, still gave a whole answer."""
+    choices = chunk.get("choices")
+    return any(
+        isinstance(c, dict) and c.get("finish_reason") is not None
+        for c in (choices if isinstance(choices, list) else [])
+    )
 
 
 def _text_size(chunk: Mapping[str, JSONValue]) -> int:

@@ -7,6 +7,7 @@ simply not found (404). Errors leave through :mod:`chatstate.server.errors`.
 from __future__ import annotations
 
 import json
+import logging
 from collections.abc import AsyncIterator
 from typing import Annotated, Literal
 
@@ -15,16 +16,25 @@ from fastapi.responses import JSONResponse, StreamingResponse
 
 from chatstate.errors import (
     BranchNotFound,
+    ChatstateError,
     NotFound,
     SeqConflict,
     StateVersionConflict,
     TooLarge,
     ValidationError,
 )
-from chatstate.model import JSONValue
+from chatstate.model import DEFAULT_BRANCH, JSONValue
 from chatstate.openai_format import to_openai
 from chatstate.server.auth import check_write
-from chatstate.server.deps import IdempotencyKey, IfMatch, Reader, Svc, Writer, etag
+from chatstate.server.deps import (
+    IdempotencyKey,
+    IfMatch,
+    Reader,
+    StateBranch,
+    Svc,
+    Writer,
+    etag,
+)
 from chatstate.server.errors import PreconditionFailed
 from chatstate.server.inputs import check_events, check_message, check_tool_pairing, limits_of
 from chatstate.server.views import (
@@ -46,15 +56,27 @@ from chatstate.store.erase import erase
 from chatstate.store.protocol import Store
 from chatstate.store.rules import check_id
 
-__all__ = ["router"]
+__all__ = ["fold_fork_state", "router"]
 
 router = APIRouter(prefix="/v1", tags=["sessions"])
+log = logging.getLogger(__name__)
 
 SessionId = Annotated[str, Path(max_length=128)]
 BranchQ = Annotated[str, Query(max_length=128)]
 _CHAT_KINDS = ("message", "tool_call", "tool_result")
 _PAIRING_WINDOW = 32
 """Newest events read to check tool call/result pairing on append."""
+
+
+async def fold_fork_state(store: Store, tenant: str, session_id: str, branch: str) -> None:
+    """Write a new branch's state document, folded from its log (its parent's up to the
+    fork point), so the fork's context pins the state as it stood there at once. No
+    extraction here: the next turn's sync on the branch does that. Best effort: on failure
+    that sync builds the document instead."""
+    try:
+        await StateKeeper(store, branch=branch).apply(session_id, [], tenant_id=tenant)
+    except ChatstateError:
+        log.warning("folding the state of new branch %r failed", branch, exc_info=True)
 
 
 async def _head(store: Store, tenant: str, session_id: str, branch: str) -> int:
@@ -228,6 +250,8 @@ async def read_events(
 
 @router.post("/sessions/{session_id}/branches", status_code=201)
 async def fork(session_id: SessionId, body: ForkBody, svc: Svc, who: Writer) -> JSONResponse:
+    """A new branch sharing ``from_branch``'s events up to ``at_seq``. Its state document
+    is folded from that shared log, so it starts as the state stood at the fork point."""
     branch = await svc.store.fork(
         tenant_id=who.tenant,
         session_id=session_id,
@@ -235,6 +259,7 @@ async def fork(session_id: SessionId, body: ForkBody, svc: Svc, who: Writer) -> 
         from_branch=body.from_branch,
         at_seq=body.at_seq,
     )
+    await fold_fork_state(svc.store, who.tenant, session_id, body.name)
     return JSONResponse(branch_json(branch), status_code=201)
 
 
@@ -268,19 +293,28 @@ async def build_context(
 
 
 @router.get("/sessions/{session_id}/state")
-async def get_state(session_id: SessionId, svc: Svc, who: Reader) -> JSONResponse:
-    doc = await svc.store.get_state(tenant_id=who.tenant, session_id=session_id)
+async def get_state(
+    session_id: SessionId, svc: Svc, who: Reader, branch: StateBranch = DEFAULT_BRANCH
+) -> JSONResponse:
+    """The branch's state document (``?branch=``, default main); ``ETag`` is its version."""
+    doc = await svc.store.get_state(tenant_id=who.tenant, session_id=session_id, branch=branch)
     return JSONResponse(state_json(doc), headers={"ETag": etag(doc.version)})
 
 
 @router.put("/sessions/{session_id}/state")
 async def put_state(
-    session_id: SessionId, body: StateBody, svc: Svc, who: Writer, if_match: IfMatch
+    session_id: SessionId,
+    body: StateBody,
+    svc: Svc,
+    who: Writer,
+    if_match: IfMatch,
+    branch: StateBranch = DEFAULT_BRANCH,
 ) -> JSONResponse:
-    """Replace the state document. ``If-Match: "<version>"`` makes it conditional (412).
-    Recorded as a ``replace`` state event (no later sync brings back what it removed);
-    ``_``-prefixed keys are the state keeper's and are not taken from the body."""
-    keeper = StateKeeper(svc.store)
+    """Replace the branch's state document (``?branch=``, default main). ``If-Match:
+    "<version>"`` makes it conditional (412). Recorded as a ``replace`` state event on that
+    branch (no later sync brings back what it removed); ``_``-prefixed keys are the state
+    keeper's and are not taken from the body."""
+    keeper = StateKeeper(svc.store, branch=branch)
     try:
         doc = await keeper.replace(
             session_id, body.data, tenant_id=who.tenant, expected_version=if_match

@@ -1,8 +1,9 @@
 """Session state changes and the session health report over HTTP.
 
 ``POST /v1/sessions/{id}/state/facts`` sets, corrects, pins, unpins or deletes one fact
-through :class:`~chatstate.state.StateKeeper` (each change a ``state`` event in the log, so
-the document stays reproducible from the log); ``GET /v1/sessions/{id}/health`` analyses
+through :class:`~chatstate.state.StateKeeper` (each change a ``state`` event in the log of
+the branch named by ``?branch=``, default main, so the branch's document stays
+reproducible from its log); ``GET /v1/sessions/{id}/health`` analyses
 the session's newest events with :func:`chatstate.health.analyse`.
 """
 
@@ -16,8 +17,8 @@ from pydantic import BaseModel, ConfigDict, Field
 
 from chatstate.errors import ValidationError
 from chatstate.health import analyse
-from chatstate.model import Event
-from chatstate.server.deps import IdempotencyKey, Reader, Svc, Writer, etag
+from chatstate.model import DEFAULT_BRANCH, Event
+from chatstate.server.deps import IdempotencyKey, Reader, StateBranch, Svc, Writer, etag
 from chatstate.server.views import state_json
 from chatstate.state import StateKeeper
 
@@ -36,10 +37,16 @@ class FactBody(BaseModel):
 
 @router.post("/sessions/{session_id}/state/facts")
 async def change_fact(
-    session_id: SessionId, body: FactBody, svc: Svc, who: Writer, key: IdempotencyKey = None
+    session_id: SessionId,
+    body: FactBody,
+    svc: Svc,
+    who: Writer,
+    key: IdempotencyKey = None,
+    branch: StateBranch = DEFAULT_BRANCH,
 ) -> JSONResponse:
-    """One fact change, recorded as a ``state`` event; answers the new state document."""
-    keeper = StateKeeper(svc.store)
+    """One fact change on the branch (``?branch=``, default main), recorded as a ``state``
+    event there; answers the branch's new state document."""
+    keeper = StateKeeper(svc.store, branch=branch)
     tenant = who.tenant
     if body.op in ("set", "correct") and body.value is None:
         raise ValidationError(f"op {body.op!r} needs a value")

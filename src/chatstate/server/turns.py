@@ -32,6 +32,7 @@ from __future__ import annotations
 import asyncio
 import hashlib
 import secrets
+from abc import ABC, abstractmethod
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, replace
 from datetime import datetime, timedelta
@@ -50,7 +51,7 @@ from chatstate.openai_format import from_openai
 from chatstate.server.auth import Principal, check_write
 from chatstate.server.config import ServerConfig
 from chatstate.server.errors import ResponseExpired, ResponseNotFound, TurnInProgress
-from chatstate.server.inputs import check_messages, limits_of
+from chatstate.server.inputs import check_messages, check_tool_pairing, limits_of
 from chatstate.server.stream_writer import Record
 from chatstate.server.streams import ResponseInfo, ResponseLog
 from chatstate.store.protocol import Store
@@ -84,9 +85,10 @@ def response_of(event: Event) -> str | None:
     return rid if isinstance(rid, str) else None
 
 
-class TurnOpener:
+class TurnOpener(ABC):
     """The request path of :class:`chatstate.server.gateway.Gateway` up to the start of
-    its producer: which turn this request is, and whether it may open one."""
+    its producer: which turn this request is, and whether it may open one. The gateway
+    supplies the two abstract methods: starting a producer and storing an answer."""
 
     store: Store
     engine: ContextEngine
@@ -94,13 +96,13 @@ class TurnOpener:
     config: ServerConfig
     _tasks: dict[str, asyncio.Task[None]]
 
-    async def _launch(self, info: ResponseInfo, turn: TurnRequest) -> None:
-        raise NotImplementedError
+    @abstractmethod
+    async def _launch(self, info: ResponseInfo, turn: TurnRequest) -> None: ...
 
+    @abstractmethod
     async def store_answer(
         self, info: ResponseInfo, records: Sequence[Record] | None = None
-    ) -> int | None:
-        raise NotImplementedError
+    ) -> int | None: ...
 
     async def start(self, principal: Principal, turn: TurnRequest) -> ResponseInfo:
         """Store the turn's input and start its producer; or attach to the same turn."""
@@ -115,18 +117,21 @@ class TurnOpener:
         check_messages(drafts, limits_of(self.store))  # before a token is counted
         drafts, instructions = _instructions(principal, drafts)
         turn = replace(turn, instructions=instructions)
-        born, head, last = await self._head(
+        born, head, recent = await self._head(
             tenant, session_id, turn.branch, create=(principal, drafts)
         )
+        last = recent[-1] if recent else None
         rid = _response_id(tenant, session_id, born, turn.idempotency_key)
         pending = response_of(last) if last and last.role != "assistant" else None
         if pending == rid and last is not None:
             return await self._retry(tenant, rid, last, drafts, turn, session_id)
         if pending is not None and last is not None:
             await self._settle(tenant, pending, last)
-            born, head, last = await self._head(tenant, session_id, turn.branch)
+            born, head, recent = await self._head(tenant, session_id, turn.branch)
+            last = recent[-1] if recent else None
         new = drafts if head == 0 else _newest(drafts)
         check_write(principal, new, last)
+        check_tool_pairing(recent, new)  # a broken pair would fail every later turn
         stamp: dict[str, JSONValue] = {"chatstate": {"response_id": rid}}
         new[-1] = replace(new[-1], data={**new[-1].data, **stamp})
         for attempt in range(3):
@@ -222,9 +227,9 @@ class TurnOpener:
         branch: str,
         *,
         create: tuple[Principal, list[NewEvent]] | None = None,
-    ) -> tuple[datetime, int, Event | None]:
+    ) -> tuple[datetime, int, list[Event]]:
         """The session's creation time (its incarnation), the branch head and the
-        branch's newest chat event: the open-turn record (see the module docstring).
+        branch's newest chat events, oldest first (see :meth:`_newest_chat`).
         With ``create``, a session that does not exist is created for that principal's
         messages, once they pass the write check, so a refused request leaves no
         session (an expired one is a 410)."""
@@ -243,10 +248,13 @@ class TurnOpener:
 
     async def _newest_chat(
         self, tenant: str, session_id: str, branch: str
-    ) -> tuple[int, Event | None]:
-        """The branch head and its newest chat event, paging back from the head past any
-        number of state and summary events (the first page almost always holds it)."""
-        head, before, limit = 0, None, 16
+    ) -> tuple[int, list[Event]]:
+        """The branch head and the chat events of the first page that holds one, oldest
+        first, paging back from the head past any number of state and summary events
+        (the first page almost always holds it). The newest of them is the open-turn
+        record (see the module docstring); all of them are the window in which the new
+        input's tool calls and results must pair (:func:`check_tool_pairing`)."""
+        head, before, limit = 0, None, 32
         while True:
             page = await self.store.read(
                 tenant_id=tenant,
@@ -257,10 +265,10 @@ class TurnOpener:
                 order="desc",
             )
             if not page:
-                return head, None
+                return head, []
             head = head or page[0].seq
-            chat = next((e for e in page if e.kind in _CHAT), None)
-            if chat is not None:
+            chat = [e for e in reversed(page) if e.kind in _CHAT]
+            if chat:
                 return head, chat
             before, limit = page[-1].seq, 256
 

@@ -11,7 +11,7 @@ from pydantic import JsonValue as PydanticJson
 
 from chatstate.errors import ValidationError
 from chatstate.model import Branch, Event, JSONValue, NewEvent, Session, StateDoc
-from chatstate.openai_format import from_openai
+from chatstate.openai_format import from_openai, unreadable_line
 
 __all__ = [
     "AppendBody",
@@ -163,15 +163,3 @@ def event_json(event: Event) -> dict[str, JSONValue]:
 
 def state_json(doc: StateDoc) -> dict[str, JSONValue]:
     return {"version": doc.version, "data": dict(doc.data), "updated_at": _time(doc.updated_at)}
-
-
-def unreadable_line(event: Event) -> dict[str, JSONValue]:
-    """The export line of a stored event that cannot be read: its body as stored, marked."""
-    return {
-        "chatstate_unreadable": {
-            "seq": event.seq,
-            "reason": event.unreadable,
-            "problem": event.data.get("problem"),
-            "raw": event.data.get("raw"),
-        }
-    }

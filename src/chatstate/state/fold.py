@@ -20,6 +20,14 @@ Rules:
 * Open questions keep the newest :data:`MAX_QUESTIONS`; facts the :data:`MAX_FACTS` most
   recently stated (pinned ones always), so the document stays far below the store's
   size limit however long the session.
+* **What was said never undoes a later write.** A change carries the seq it describes
+  (the message it was extracted from; an API change, its own ``state`` event). Folded
+  after a write with a higher seq, it is dropped: a fact whose current value came later,
+  a fact deleted later (``_forgotten`` keeps the delete's seq per key), a commitment
+  deleted later, anything older than the newest ``replace`` (``_replaced_at``). So the
+  state keeper extracting old messages after an API correction, delete or ``PUT /state``
+  (it runs behind the log) cannot bring back what the write removed, and the order the
+  changes reach the log in does not matter.
 """
 
 from __future__ import annotations
@@ -96,6 +104,10 @@ def _apply(out: Doc, change: Change) -> None:
         out.clear()
         out.update(_fresh(user_document(change.document or {})))
         out.update(kept)
+        if change.seq is not None:
+            out["_replaced_at"] = max(change.seq, _int(out.get("_replaced_at")))
+        return
+    if _said_before_a_write(out, change):
         return
     facts = _part(out, "facts", dict)
     commitments = _part(out, "commitments", list)
@@ -105,6 +117,7 @@ def _apply(out: Doc, change: Change) -> None:
         _set_fact(facts, change)
     elif op == "delete_fact":
         facts.pop(str(change.key), None)
+        _forget(out, f"fact:{change.key}", change.seq)
     elif op == "pin_fact":
         entry = facts.get(str(change.key))
         if isinstance(entry, dict):
@@ -119,6 +132,7 @@ def _apply(out: Doc, change: Change) -> None:
                 if change.value:
                     entry["text"] = change.value.strip()
     elif op == "delete_commitment":
+        _forget(out, f"commitment:{change.key}", change.seq)
         out["commitments"] = [
             c for c in commitments if not (isinstance(c, dict) and c.get("id") == change.key)
         ]
@@ -134,6 +148,42 @@ def _apply(out: Doc, change: Change) -> None:
         out["open_questions"] = [
             q for q in questions if not (isinstance(q, dict) and q.get("id") == change.key)
         ]
+
+
+def _int(value: JSONValue) -> int:
+    return value if isinstance(value, int) and not isinstance(value, bool) else 0
+
+
+def _said_before_a_write(out: Doc, change: Change) -> bool:
+    """Whether ``change`` describes the conversation before a later write it must not
+    undo (see the module docstring)."""
+    said = change.seq
+    if said is None:
+        return False
+    if said < _int(out.get("_replaced_at")):
+        return True
+    forgotten = out.get("_forgotten")
+    if change.op in ("set_fact", "correct_fact"):
+        entry = _part(out, "facts", dict).get(str(change.key))
+        if isinstance(entry, dict) and said < _int(entry.get("seq")):
+            return True
+        name = f"fact:{change.key}"
+    elif change.op == "add_commitment":
+        name = f"commitment:{change.key or f'c{said}'}"
+    else:
+        return False
+    return isinstance(forgotten, dict) and said < _int(forgotten.get(name))
+
+
+def _forget(out: Doc, name: str, seq: int | None) -> None:
+    """Remember the seq of a delete (the newest :data:`MAX_FACTS` of them)."""
+    if seq is None:
+        return
+    forgotten = out.get("_forgotten")
+    kept = dict(forgotten) if isinstance(forgotten, dict) else {}
+    newest = max(seq, _int(kept.pop(name, None)))
+    kept[name] = newest  # moved to the end: the newest deletes are the ones kept
+    out["_forgotten"] = dict(list(kept.items())[-MAX_FACTS:])
 
 
 def _set_fact(facts: dict[str, JSONValue], change: Change) -> None:

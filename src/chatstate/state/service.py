@@ -22,8 +22,13 @@ The explicit API (:meth:`StateKeeper.set_fact`, ``correct_fact``, ``pin_fact``,
 document can always be rebuilt from the log with
 :func:`~chatstate.state.fold.rebuild_state`.
 
-The document follows one branch (``main`` unless the keeper is built with another):
-state events are written there, and a fork inherits them up to its fork point.
+The keeper keeps one branch's document (``main`` unless it is built with another): it
+reads and writes that branch's document and log, and writes its ``state`` events there.
+A fork has no document at first (version 0); its keeper's first sync folds the fork's log,
+which is its parent's up to the fork point, so it starts from the state as it stood there
+and extracts nothing the parent's keeper had already logged by then. Later changes on
+either branch never show on the other. :meth:`StateKeeper.on_branch` gives a keeper with
+the same settings for another branch.
 """
 
 from __future__ import annotations
@@ -92,8 +97,28 @@ class StateKeeper:
         self._chunk = max(chunk, 1)
         """Messages extracted per append (see ``_extract_all``)."""
 
+    def on_branch(self, branch: str) -> StateKeeper:
+        """This keeper, for ``branch`` (itself when it already keeps that branch)."""
+        if branch == self.branch:
+            return self
+        return StateKeeper(
+            self.store,
+            extractor=self.extractor,
+            branch=branch,
+            max_attempts=self._attempts,
+            page=self._page,
+            monitor=self.monitor,
+            chunk=self._chunk,
+        )
+
     async def get(self, session_id: str, *, tenant_id: str = "default") -> StateDoc:
-        return await self.store.get_state(tenant_id=tenant_id, session_id=session_id)
+        """The document of the keeper's branch."""
+        return await self._get(tenant_id, session_id)
+
+    async def _get(self, tenant_id: str, session_id: str) -> StateDoc:
+        return await self.store.get_state(
+            tenant_id=tenant_id, session_id=session_id, branch=self.branch
+        )
 
     async def sync(
         self,
@@ -142,7 +167,7 @@ class StateKeeper:
         and health stay. ``expected_version`` makes it conditional
         (:class:`StateVersionConflict` when the document moved)."""
         if expected_version is not None:
-            current = await self.store.get_state(tenant_id=tenant_id, session_id=session_id)
+            current = await self._get(tenant_id, session_id)
             if current.version != expected_version:
                 raise StateVersionConflict(
                     f"state is at version {current.version}, not {expected_version}",
@@ -269,7 +294,7 @@ class StateKeeper:
         last_error: ChatstateError | None = None
         flags: list[Flag] = []
         for attempt in range(self._attempts):
-            current = await self.store.get_state(tenant_id=tenant_id, session_id=session_id)
+            current = await self._get(tenant_id, session_id)
             data = dict(current.data) if current.version else empty_state()
             upto, extracted = _int(data, "_upto"), _int(data, "_extracted")
             after = min(upto, extracted) if extract else upto
@@ -304,6 +329,7 @@ class StateKeeper:
                 doc = await self.store.put_state(
                     tenant_id=tenant_id,
                     session_id=session_id,
+                    branch=self.branch,
                     data=data,
                     expected_version=current.version,
                 )

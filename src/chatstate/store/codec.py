@@ -28,10 +28,11 @@ from chatstate.model import (
     Role,
     ToolCall,
 )
-from chatstate.store.rules import StoreLimits, check_json, check_new_event, check_text
+from chatstate.store.rules import StoreLimits, check_id, check_json, check_new_event, check_text
 
 __all__ = [
     "EncodedEvent",
+    "check_metadata",
     "decode_cursor",
     "decode_event",
     "dumps",
@@ -51,6 +52,20 @@ def dumps(value: object) -> str:
 
 def loads(text: str | bytes) -> JSONValue:
     return cast(JSONValue, json.loads(text))
+
+
+def check_metadata(metadata: Mapping[str, JSONValue] | None, limits: StoreLimits) -> None:
+    """Session metadata: an object of short keys and JSON values, at most
+    ``max_metadata_bytes`` once encoded (here, beside the encoding it is measured in)."""
+    if metadata is None:
+        return
+    if not isinstance(metadata, Mapping):
+        raise ValidationError("metadata must be an object")
+    for key in metadata:
+        check_id(key, "metadata key", max_len=64)
+    check_json(dict(metadata), "metadata")
+    if len(dumps(dict(metadata)).encode()) > limits.max_metadata_bytes:
+        raise TooLarge(f"metadata is over {limits.max_metadata_bytes} bytes")
 
 
 class EncodedEvent:

@@ -15,7 +15,8 @@
 
 Each record carries its key id, so a rotation (a new current key) rewrites nothing: old
 records open with their own key. The associated data binds a ciphertext to its place
-(tenant, session, branch, seq, kind, role; for state: tenant, session, version), so a
+(tenant, session, branch, seq, kind, role; for state: tenant, session, version, and the
+branch unless it is ``main``), so a
 ciphertext moved to another row does not open: it reads as an *unreadable* event (left
 out of context, with its reason) or, for state, raises :class:`DecryptionFailed`.
 
@@ -95,6 +96,15 @@ def _limits(store: Store) -> StoreLimits:
 
 def _place(*parts: str | int | None) -> bytes:
     return "\x1f".join(["" if p is None else str(p) for p in parts]).encode()
+
+
+def _state_place(tenant_id: str, session_id: str, branch: str, version: int) -> bytes:
+    """The associated data of a state document: for ``main`` exactly what it was before
+    state was kept per branch (so older documents still open), the branch added for any
+    other, so a document copied to another branch does not open."""
+    if branch == "main":
+        return _place(tenant_id, session_id, "state", version)
+    return _place(tenant_id, session_id, "state", version, branch)
 
 
 def _unsealed(e: Event, body: JSONValue) -> Event:
@@ -349,12 +359,12 @@ class EncryptedStore(StoreWrapper):
 
     # -- state --------------------------------------------------------------------------
 
-    async def get_state(self, *, tenant_id: str, session_id: str) -> StateDoc:
-        doc = await self.inner.get_state(tenant_id=tenant_id, session_id=session_id)
+    async def get_state(self, *, tenant_id: str, session_id: str, branch: str = "main") -> StateDoc:
+        doc = await self.inner.get_state(tenant_id=tenant_id, session_id=session_id, branch=branch)
         envelope = doc.data.get(ENVELOPE)
         if envelope is None:
             return doc
-        aad = _place(tenant_id, session_id, "state", doc.version)
+        aad = _state_place(tenant_id, session_id, branch, doc.version)
         data = loads(self._open(tenant_id, envelope, aad))
         if not isinstance(data, dict):
             raise DecryptionFailed("decrypted state is not an object")
@@ -367,8 +377,9 @@ class EncryptedStore(StoreWrapper):
         session_id: str,
         data: Mapping[str, JSONValue],
         expected_version: int,
+        branch: str = "main",
     ) -> StateDoc:
-        aad = _place(tenant_id, session_id, "state", expected_version + 1)
+        aad = _state_place(tenant_id, session_id, branch, expected_version + 1)
         plain = encode_state(data, _limits(self.inner)).encode()
         sealed = self._seal(tenant_id, plain, aad, None)
         doc = await self.inner.put_state(
@@ -376,5 +387,6 @@ class EncryptedStore(StoreWrapper):
             session_id=session_id,
             data={ENVELOPE: sealed},
             expected_version=expected_version,
+            branch=branch,
         )
         return replace(doc, data=dict(data))

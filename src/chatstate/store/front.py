@@ -21,7 +21,9 @@ The primitives (all ``async``; ``now`` is the front's clock reading, whole micro
   do), and write. Returns :class:`Appended`.
 * ``_p_read(tenant, sid, branch, ranges, now)``: one snapshot; each range read with the
   segments of :func:`~chatstate.store.lineage.plan_range`.
-* ``_p_fork``, ``_p_branches``, ``_p_get_state``, ``_p_put_state``, ``_p_close``.
+* ``_p_fork``, ``_p_branches``, ``_p_close``.
+* ``_p_get_state(tenant, sid, branch, now)``, ``_p_put_state(tenant, sid, branch, body,
+  expected, now)``: the branch's own document, keyed by (tenant, session, branch).
 
 Every primitive returns values built from what it stored (decoded JSON, new objects), never
 an object the backend keeps: a caller that mutates a returned value changes nothing stored.
@@ -50,6 +52,7 @@ from chatstate.model import (
     StateDoc,
 )
 from chatstate.store.codec import (
+    check_metadata,
     decode_cursor,
     decode_event,
     dumps,
@@ -77,7 +80,6 @@ from chatstate.store.rules import (
     check_fork,
     check_id,
     check_limit,
-    check_metadata,
     check_metadata_filter,
     check_read,
     check_seq,
@@ -325,9 +327,12 @@ class StoreFront(Primitives):
 
     # -- state --------------------------------------------------------------------------
 
-    async def get_state(self, *, tenant_id: str, session_id: str) -> StateDoc:
+    async def get_state(
+        self, *, tenant_id: str, session_id: str, branch: str = DEFAULT_BRANCH
+    ) -> StateDoc:
         _ids(tenant_id, session_id)
-        return await self._p_get_state(tenant_id, session_id, self._now())
+        check_id(branch, "branch")
+        return await self._p_get_state(tenant_id, session_id, branch, self._now())
 
     async def put_state(
         self,
@@ -336,11 +341,15 @@ class StoreFront(Primitives):
         session_id: str,
         data: Mapping[str, JSONValue],
         expected_version: int,
+        branch: str = DEFAULT_BRANCH,
     ) -> StateDoc:
         check_seq(expected_version, "expected_version")
         body = encode_state(data, self._config.limits)
         _ids(tenant_id, session_id)
-        return await self._p_put_state(tenant_id, session_id, body, expected_version, self._now())
+        check_id(branch, "branch")
+        return await self._p_put_state(
+            tenant_id, session_id, branch, body, expected_version, self._now()
+        )
 
     async def close(self) -> None:
         await self._p_close()

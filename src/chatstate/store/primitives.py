@@ -10,6 +10,7 @@ built from what it stored, never an object the backend keeps.
 
 from __future__ import annotations
 
+from abc import ABC, abstractmethod
 from collections.abc import Mapping
 from dataclasses import dataclass
 from datetime import datetime
@@ -156,22 +157,25 @@ class AppendPlan:
         return expiry_after(ttl_seconds, self.now)
 
 
-class Primitives:
+class Primitives(ABC):
     """What a backend implements. Each method's contract is in its docstring or in
-    :mod:`chatstate.store.front`'s module docstring."""
+    :mod:`chatstate.store.front`'s module docstring. The methods are abstract: a backend
+    that misses one cannot be constructed (a ``TypeError`` naming it), instead of failing
+    at the first call."""
 
     _config: StoreConfig
 
     @property
-    def capabilities(self) -> Capabilities:
-        raise NotImplementedError
+    @abstractmethod
+    def capabilities(self) -> Capabilities: ...
 
-    async def _p_create(self, new: NewSession) -> Session:
-        raise NotImplementedError
+    @abstractmethod
+    async def _p_create(self, new: NewSession) -> Session: ...
 
-    async def _p_get(self, tenant_id: str, session_id: str, now: datetime) -> Session:
-        raise NotImplementedError
+    @abstractmethod
+    async def _p_get(self, tenant_id: str, session_id: str, now: datetime) -> Session: ...
 
+    @abstractmethod
     async def _p_list(
         self,
         tenant_id: str,
@@ -180,9 +184,9 @@ class Primitives:
         limit: int,
         after: tuple[int, str] | None,
         now: datetime,
-    ) -> list[Session]:
-        raise NotImplementedError
+    ) -> list[Session]: ...
 
+    @abstractmethod
     async def _p_set_ttl(
         self,
         tenant_id: str,
@@ -190,21 +194,21 @@ class Primitives:
         ttl_seconds: float | None,
         expires_at: datetime | None,
         now: datetime,
-    ) -> Session:
-        raise NotImplementedError
+    ) -> Session: ...
 
-    async def _p_delete(self, tenant_id: str, session_id: str) -> bool:
-        raise NotImplementedError
+    @abstractmethod
+    async def _p_delete(self, tenant_id: str, session_id: str) -> bool: ...
 
-    async def _p_delete_many(self, tenant_id: str, user_id: str | None) -> int:
-        raise NotImplementedError
+    @abstractmethod
+    async def _p_delete_many(self, tenant_id: str, user_id: str | None) -> int: ...
 
-    async def _p_purge(self, now: datetime, idem_horizon_us: int) -> int:
-        raise NotImplementedError
+    @abstractmethod
+    async def _p_purge(self, now: datetime, idem_horizon_us: int) -> int: ...
 
-    async def _p_append(self, plan: AppendPlan) -> Appended:
-        raise NotImplementedError
+    @abstractmethod
+    async def _p_append(self, plan: AppendPlan) -> Appended: ...
 
+    @abstractmethod
     async def _p_read(
         self,
         tenant_id: str,
@@ -212,9 +216,9 @@ class Primitives:
         branch: str,
         ranges: tuple[SeqRange, ...],
         now: datetime,
-    ) -> list[list[Event]]:
-        raise NotImplementedError
+    ) -> list[list[Event]]: ...
 
+    @abstractmethod
     async def _p_fork(
         self,
         tenant_id: str,
@@ -223,19 +227,32 @@ class Primitives:
         from_branch: str,
         at_seq: int | None,
         now: datetime,
-    ) -> Branch:
-        raise NotImplementedError
+    ) -> Branch: ...
 
-    async def _p_branches(self, tenant_id: str, session_id: str, now: datetime) -> list[Branch]:
-        raise NotImplementedError
+    @abstractmethod
+    async def _p_branches(self, tenant_id: str, session_id: str, now: datetime) -> list[Branch]: ...
 
-    async def _p_get_state(self, tenant_id: str, session_id: str, now: datetime) -> StateDoc:
-        raise NotImplementedError
-
-    async def _p_put_state(
-        self, tenant_id: str, session_id: str, body: str, expected: int, now: datetime
+    @abstractmethod
+    async def _p_get_state(
+        self, tenant_id: str, session_id: str, branch: str, now: datetime
     ) -> StateDoc:
-        raise NotImplementedError
+        """The branch's document (version 0, empty, when none); ``BranchNotFound`` for an
+        unknown branch, checked after the session."""
+        ...
 
-    async def _p_close(self) -> None:
-        raise NotImplementedError
+    @abstractmethod
+    async def _p_put_state(
+        self,
+        tenant_id: str,
+        session_id: str,
+        branch: str,
+        body: str,
+        expected: int,
+        now: datetime,
+    ) -> StateDoc:
+        """In one transaction: the session, the branch (``BranchNotFound``), then the
+        version check (:func:`state_conflict`) and the write of ``expected + 1``."""
+        ...
+
+    @abstractmethod
+    async def _p_close(self) -> None: ...

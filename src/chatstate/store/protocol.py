@@ -27,9 +27,14 @@ protocol once over each backend's primitives:
   ``Session``, ``StateDoc`` or ``Event`` changes nothing stored.
 * **Expiry.** A session whose ``expires_at`` has passed answers ``SessionExpired`` on every
   call, is left out of listings, and is removed by ``purge_expired``.
-* **State document.** One per session; ``put_state(expected_version=v)`` succeeds only when
-  the stored version is ``v`` (0 for never written) and stores version ``v + 1``.
-* **Deletion** is hard: events, branches, state and idempotency records go with the session.
+* **State document.** One per branch, with its own version: ``put_state(branch=b,
+  expected_version=v)`` succeeds only when branch ``b``'s stored version is ``v`` (0 for
+  never written) and stores version ``v + 1``. A new branch (a fork) has no document yet
+  (version 0, empty), whatever its parent holds: the state keeper folds the fork's log,
+  which is its parent's prefix, to the state as it stood at the fork point. A write on one
+  branch never shows on another. An unknown branch raises ``BranchNotFound``, as ``read``.
+* **Deletion** is hard: events, branches, every branch's state and idempotency records go
+  with the session.
 """
 
 from __future__ import annotations
@@ -180,7 +185,9 @@ class Store(Protocol):
         """All branches of a session, ``main`` first, then by creation."""
         ...
 
-    async def get_state(self, *, tenant_id: str, session_id: str) -> StateDoc: ...
+    async def get_state(self, *, tenant_id: str, session_id: str, branch: str = "main") -> StateDoc:
+        """The branch's state document; version 0 and empty when never written."""
+        ...
 
     async def put_state(
         self,
@@ -189,6 +196,9 @@ class Store(Protocol):
         session_id: str,
         data: Mapping[str, JSONValue],
         expected_version: int,
-    ) -> StateDoc: ...
+        branch: str = "main",
+    ) -> StateDoc:
+        """Replace the branch's document if its version is ``expected_version``."""
+        ...
 
     async def close(self) -> None: ...

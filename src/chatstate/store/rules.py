@@ -21,7 +21,7 @@ from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
 from datetime import UTC, datetime, timedelta
 
-from chatstate.errors import SessionExpired, TooLarge, ValidationError
+from chatstate.errors import SessionExpired, ValidationError
 from chatstate.model import EVENT_KINDS, ROLES, JSONValue, NewEvent, Session
 
 __all__ = [
@@ -140,20 +140,6 @@ def check_json(value: object, where: str, depth: int = 0) -> None:
             check_json(item, where, depth + 1)
     else:
         raise ValidationError(f"{where}: {type(value).__name__} is not a JSON value")
-
-
-def check_metadata(metadata: Mapping[str, JSONValue] | None, limits: StoreLimits) -> None:
-    if metadata is None:
-        return
-    if not isinstance(metadata, Mapping):
-        raise ValidationError("metadata must be an object")
-    for key in metadata:
-        check_id(key, "metadata key", max_len=64)
-    check_json(dict(metadata), "metadata")
-    from chatstate.store.codec import dumps  # noqa: PLC0415 - codec imports this module
-
-    if len(dumps(dict(metadata)).encode()) > limits.max_metadata_bytes:
-        raise TooLarge(f"metadata is over {limits.max_metadata_bytes} bytes")
 
 
 def check_metadata_filter(flt: Mapping[str, object] | None) -> None:

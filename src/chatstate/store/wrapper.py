@@ -178,8 +178,10 @@ class StoreWrapper:
     async def list_branches(self, *, tenant_id: str, session_id: str) -> list[Branch]:
         return await self._store.list_branches(tenant_id=tenant_id, session_id=session_id)
 
-    async def get_state(self, *, tenant_id: str, session_id: str) -> StateDoc:
-        return await self._store.get_state(tenant_id=tenant_id, session_id=session_id)
+    async def get_state(self, *, tenant_id: str, session_id: str, branch: str = "main") -> StateDoc:
+        return await self._store.get_state(
+            tenant_id=tenant_id, session_id=session_id, branch=branch
+        )
 
     async def put_state(
         self,
@@ -188,9 +190,14 @@ class StoreWrapper:
         session_id: str,
         data: Mapping[str, JSONValue],
         expected_version: int,
+        branch: str = "main",
     ) -> StateDoc:
         return await self._store.put_state(
-            tenant_id=tenant_id, session_id=session_id, data=data, expected_version=expected_version
+            tenant_id=tenant_id,
+            session_id=session_id,
+            data=data,
+            expected_version=expected_version,
+            branch=branch,
         )
 
     async def close(self) -> None:

@@ -18,7 +18,7 @@ from pathlib import Path
 
 from chatstate.store.protocol import Store
 from chatstate.store.rules import StoreConfig
-from chatstate.testing.backends import BackendSpec, register, share
+from chatstate.testing.registry import BackendSpec, register, share
 
 __all__ = ["create_schema", "drop_schema", "server_url"]
 

@@ -30,7 +30,7 @@ from pathlib import Path
 
 from chatstate.store.protocol import Store
 from chatstate.store.rules import StoreConfig
-from chatstate.testing.backends import (
+from chatstate.testing.registry import (
     REGISTRY,
     BackendSpec,
     PeerOpener,

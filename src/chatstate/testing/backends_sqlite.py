@@ -9,7 +9,7 @@ from pathlib import Path
 from chatstate.store.backends.sqlite.store import SQLiteStore
 from chatstate.store.protocol import Store
 from chatstate.store.rules import StoreConfig
-from chatstate.testing.backends import BackendSpec, register, share
+from chatstate.testing.registry import BackendSpec, register, share
 
 
 @asynccontextmanager

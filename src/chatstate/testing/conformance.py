@@ -703,6 +703,8 @@ async def test_hundred_thousand_events_read_by_pages(make_store: MakeStore) -> N
     assert [e.content for e in last][-1] == "event 99999"
 
 
-# The front's own contract (canonical fingerprints, copies, read_ranges) lives next door.
+# The front's own contract (canonical fingerprints, copies, read_ranges), the cross-instance
+# tests and the state per branch live next door.
 from chatstate.testing.conformance_front import *  # noqa: E402, F403
 from chatstate.testing.conformance_shared import *  # noqa: E402, F403
+from chatstate.testing.conformance_state import *  # noqa: E402, F403

@@ -174,12 +174,13 @@ class _StoreMachine(RuleBasedStateMachine):
             )
         )
 
-    @rule(session=SESSIONS, version=st.integers(0, 3), value=TEXT)
-    def put_state(self, session: str, version: int, value: str) -> None:
+    @rule(session=SESSIONS, branch=BRANCHES, version=st.integers(0, 3), value=TEXT)
+    def put_state(self, session: str, branch: str, version: int, value: str) -> None:
         self._both(
             lambda s: s.put_state(
                 tenant_id=self.tenant,
                 session_id=session,
+                branch=branch,
                 data={"v": value},
                 expected_version=version,
             )
@@ -222,5 +223,8 @@ async def _everything(store: Store, *, tenant: str, session: str) -> Any:
         b.name: await store.read(tenant_id=tenant, session_id=session, branch=b.name, limit=500)
         for b in branches
     }
-    state = await store.get_state(tenant_id=tenant, session_id=session)
-    return sorted(branches, key=lambda b: b.name), views, state
+    states = {
+        b.name: await store.get_state(tenant_id=tenant, session_id=session, branch=b.name)
+        for b in branches
+    }
+    return sorted(branches, key=lambda b: b.name), views, states

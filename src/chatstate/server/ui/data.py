@@ -95,7 +95,9 @@ async def _row(store: Store, session: Session) -> SessionRow:
         if len(page) < 500:
             break
         before = page[-1].seq
-    state = await store.get_state(tenant_id=tenant, session_id=session.id)
+    state = await store.get_state(
+        tenant_id=tenant, session_id=session.id, branch=session.default_branch
+    )
     return SessionRow(
         session, head, turns, tokens, head > seen, len(branches), worst_flag(dict(state.data))
     )

@@ -19,6 +19,7 @@ from fastapi.routing import APIRoute
 from chatstate.errors import ChatstateError, ValidationError
 from chatstate.server.deps import services
 from chatstate.server.errors import Unauthorized
+from chatstate.server.routes_sessions import fold_fork_state
 from chatstate.server.ui import data, insight
 from chatstate.server.ui.access import COOKIE, check_origin, principal_of, resolve_key
 from chatstate.server.ui.render import env, lane_of, page
@@ -253,14 +254,25 @@ async def context_new(request: Request, session_id: str) -> HTMLResponse:
 
 
 @router.get("/s/{session_id}/state", response_class=HTMLResponse)
-async def state(request: Request, session_id: str) -> HTMLResponse:
+async def state(
+    request: Request,
+    session_id: str,
+    branch: Annotated[str | None, Query(max_length=128)] = None,
+) -> HTMLResponse:
+    """The state document of one branch (``?branch=``, default the session's)."""
     who = await principal_of(request)
     svc = services(request)
     sid = _sid(session_id)
     session = await svc.store.get_session(tenant_id=who.tenant, session_id=sid)
-    doc = await svc.store.get_state(tenant_id=who.tenant, session_id=sid)
+    name = check_id(branch or session.default_branch, "branch")
+    doc = await svc.store.get_state(tenant_id=who.tenant, session_id=sid, branch=name)
+    branches = {
+        b.name: b for b in await svc.store.list_branches(tenant_id=who.tenant, session_id=sid)
+    }
     view = insight.state_view(doc.version, dict(doc.data))
-    return page(request, "state.html", session=session, state=view, tab="state", who=who)
+    return page(request, "state.html", session=session, state=view, tab="state", who=who,
+                branch=name, branches=list(branches),
+                lane=lambda seq: lane_of(branches, name, seq))  # fmt: skip
 
 
 @router.get("/s/{session_id}/health", response_class=HTMLResponse)
@@ -323,7 +335,9 @@ async def fork(request: Request, session_id: str) -> Response:
         raise ValidationError("form field 'at' must be a seq")
     name = check_id(_field(form, "name"), "branch name")
     source = check_id(_field(form, "branch", default="main"), "branch")
-    created = await services(request).store.fork(
+    store = services(request).store
+    created = await store.fork(
         tenant_id=who.tenant, session_id=sid, new_branch=name, from_branch=source, at_seq=int(at)
     )
+    await fold_fork_state(store, who.tenant, sid, created.name)
     return RedirectResponse(f"/ui/s/{quote(sid)}#lane-{quote(created.name)}", status_code=303)

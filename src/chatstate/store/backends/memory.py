@@ -54,6 +54,8 @@ class _BranchRec:
     info: Branch
     own: list[_Stored] = field(default_factory=list)
     """Events appended to this branch, seq ``base + 1`` onwards."""
+    state: tuple[int, str, datetime | None] = (0, "{}", None)
+    """The branch's state document: version, JSON text, time written."""
 
     @property
     def base(self) -> int:
@@ -71,7 +73,6 @@ class _SessionRec:
     ttl_seconds: float | None
     expires_at: datetime | None
     branches: dict[str, _BranchRec]
-    state: tuple[int, str, datetime | None] = (0, "{}", None)
     idempotency: dict[str, IdemRecord] = field(default_factory=dict)
 
     def session(self) -> Session:
@@ -294,14 +295,28 @@ class MemoryStore(StoreFront):
 
     # -- state --------------------------------------------------------------------------
 
-    async def _p_get_state(self, tenant_id: str, session_id: str, now: datetime) -> StateDoc:
-        version, body, updated = self._rec(tenant_id, session_id, now).state
+    def _branch(self, tenant_id: str, session_id: str, branch: str, now: datetime) -> _BranchRec:
+        found = self._rec(tenant_id, session_id, now).branches.get(branch)
+        if found is None:
+            raise BranchNotFound(f"branch {branch!r} not found")
+        return found
+
+    async def _p_get_state(
+        self, tenant_id: str, session_id: str, branch: str, now: datetime
+    ) -> StateDoc:
+        version, body, updated = self._branch(tenant_id, session_id, branch, now).state
         return StateDoc(version=version, data=loads(body), updated_at=updated)  # type: ignore[arg-type]
 
     async def _p_put_state(
-        self, tenant_id: str, session_id: str, body: str, expected: int, now: datetime
+        self,
+        tenant_id: str,
+        session_id: str,
+        branch: str,
+        body: str,
+        expected: int,
+        now: datetime,
     ) -> StateDoc:
-        rec = self._rec(tenant_id, session_id, now)
+        rec = self._branch(tenant_id, session_id, branch, now)
         if rec.state[0] != expected:
             raise state_conflict(rec.state[0], expected)
         rec.state = (expected + 1, body, now)

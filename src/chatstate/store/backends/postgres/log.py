@@ -158,13 +158,19 @@ class LogMethods(PgBase):
 
     # -- state --------------------------------------------------------------------------
 
-    async def _p_get_state(self, tenant_id: str, session_id: str, now: datetime) -> StateDoc:
+    async def _p_get_state(
+        self, tenant_id: str, session_id: str, branch: str, now: datetime
+    ) -> StateDoc:
         async def run(conn: Conn, attempt: Attempt) -> StateDoc:
             async with self._tx(conn, attempt, tenant_id, read=True):
-                cur = await conn.execute(q.GET_STATE, (tenant_id, session_id))
+                cur = await conn.execute(
+                    q.GET_STATE, {"t": tenant_id, "s": session_id, "b": branch}
+                )
             row = await cur.fetchone()
             live(tenant_id, session_id, row, now)
-            version, body, updated = one(row)[7:10]
+            found, version, body, updated = one(row)[7:11]
+            if found is None:
+                raise BranchNotFound(f"branch {branch!r} not found")
             if version is None:
                 return StateDoc(version=0, data={})
             return StateDoc(version=version, data=json_object(body), updated_at=from_us(updated))
@@ -172,20 +178,30 @@ class LogMethods(PgBase):
         return await self._runner.run(run)
 
     async def _p_put_state(
-        self, tenant_id: str, session_id: str, body: str, expected: int, now: datetime
+        self,
+        tenant_id: str,
+        session_id: str,
+        branch: str,
+        body: str,
+        expected: int,
+        now: datetime,
     ) -> StateDoc:
         key = (tenant_id, session_id)
 
         async def run(conn: Conn, attempt: Attempt) -> None:
             async with self._tx(conn, attempt, tenant_id):
                 locked = await conn.execute(q.LOCK_SESSION, key)
-                cur = await conn.execute(q.STATE_VERSION, key)
+                cur = await conn.execute(
+                    q.STATE_VERSION, {"t": tenant_id, "s": session_id, "b": branch}
+                )
                 live(tenant_id, session_id, await locked.fetchone(), now)
-                row = await cur.fetchone()
-                version = 0 if row is None else int(row[0])
+                found, version = one(await cur.fetchone())
+                if found is None:
+                    raise BranchNotFound(f"branch {branch!r} not found")
+                version = 0 if version is None else int(version)
                 if version != expected:
                     raise state_conflict(version, expected)
-                await conn.execute(q.PUT_STATE, (*key, expected + 1, body, to_us(now)))
+                await conn.execute(q.PUT_STATE, (*key, branch, expected + 1, body, to_us(now)))
 
         await self._runner.run(run, repeatable=False)
         return StateDoc(version=expected + 1, data=json_object(body), updated_at=now)

@@ -110,15 +110,26 @@ INSERT INTO branches (tenant_id, session_id, name, ord, parent, fork_seq, head_s
 VALUES (%s, %s, %s, %s, %s, %s, %s, %s)
 """
 
+# The session, whether the branch exists, and the branch's state document (if any).
 GET_STATE = f"""
-SELECT {S_COLS}, st.version, st.body, st.updated_us
+SELECT {S_COLS}, b.name, st.version, st.body, st.updated_us
 FROM sessions s
-LEFT JOIN state st ON st.tenant_id = s.tenant_id AND st.session_id = s.session_id
-WHERE s.tenant_id = %s AND s.session_id = %s
+LEFT JOIN branches b
+    ON b.tenant_id = s.tenant_id AND b.session_id = s.session_id AND b.name = %(b)s
+LEFT JOIN state st
+    ON st.tenant_id = s.tenant_id AND st.session_id = s.session_id AND st.branch = %(b)s
+WHERE s.tenant_id = %(t)s AND s.session_id = %(s)s
 """
-STATE_VERSION = "SELECT version FROM state WHERE tenant_id = %s AND session_id = %s"
+# Run after LOCK_SESSION: whether the branch exists, and its document's version.
+STATE_VERSION = """
+SELECT (SELECT name FROM branches
+        WHERE tenant_id = %(t)s AND session_id = %(s)s AND name = %(b)s),
+       (SELECT version FROM state
+        WHERE tenant_id = %(t)s AND session_id = %(s)s AND branch = %(b)s)
+"""
 PUT_STATE = """
-INSERT INTO state (tenant_id, session_id, version, body, updated_us) VALUES (%s, %s, %s, %s, %s)
-ON CONFLICT (tenant_id, session_id) DO UPDATE SET
+INSERT INTO state (tenant_id, session_id, branch, version, body, updated_us)
+VALUES (%s, %s, %s, %s, %s, %s)
+ON CONFLICT (tenant_id, session_id, branch) DO UPDATE SET
     version = EXCLUDED.version, body = EXCLUDED.body, updated_us = EXCLUDED.updated_us
 """

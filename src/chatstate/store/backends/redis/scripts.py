@@ -10,7 +10,10 @@ in this order (scripts that need fewer take a prefix of the list)::
     KEYS[4] e   hash   "<branch>:<seq>" -> event record (header line, then the JSON body)
     KEYS[5] i   hash   idempotency key -> "fingerprint|branch|first|last|created_us"
     KEYS[6] it  zset   idempotency key scored by created_us (to find stale records)
-    KEYS[7] st  hash   the state document: tenant, session, nonce, version, body, time
+    KEYS[7] st  hash   the state documents, one per branch: tenant, session, nonce, then
+                       version, body, updated_us for main (the fields of the layout
+                       before state was per branch, so those documents still read) and
+                       version:<b>, body:<b>, updated_us:<b> for any other branch b
 
 Times arrive as decimal strings of microseconds from ``StoreConfig.clock`` and are stored
 as given: Lua 5.1 numbers print with 14 significant digits, so a time is never turned back
@@ -27,16 +30,13 @@ __all__ = [
     "CREATE",
     "DELETE",
     "FORK",
+    "GET_STATE",
     "IDEM_CLEAN",
     "INDEX_CAS",
     "PURGE_ONE",
     "PUT_STATE",
     "SET_TTL",
     "SNAPSHOT",
-    "TIER_ADVANCE",
-    "TIER_FILL",
-    "TIER_GET",
-    "TIER_INVALIDATE",
 ]
 
 # Load the session record, check it belongs to the caller and is live at ARGV now.
@@ -179,23 +179,50 @@ return {'ok', at}
 """
 )
 
+# The fields of one branch's document in the state hash (see KEYS[7] above).
+_STATE_FIELDS = """
+local function state_fields(branch)
+  local sfx = ''
+  if branch ~= 'main' then sfx = ':' .. branch end
+  return 'version' .. sfx, 'body' .. sfx, 'updated_us' .. sfx
+end
+"""
+
+GET_STATE = (
+    _STATE_FIELDS
+    + """
+-- KEYS: m, h, st. ARGV: branch. The session record, whether the branch exists, and the
+-- owner fields and the branch's document, read at one instant.
+local v, b, u = state_fields(ARGV[1])
+return {redis.call('HGETALL', KEYS[1]), redis.call('HEXISTS', KEYS[2], ARGV[1]),
+        redis.call('HMGET', KEYS[3], 'tenant', 'session', 'nonce', v, b, u)}
+"""
+)
+
 PUT_STATE = (
     _LIVE
+    + _STATE_FIELDS
     + """
--- KEYS: m, st. ARGV: tenant, session, now, expected version, body
+-- KEYS: m, h, st. ARGV: tenant, session, now, expected version, body, branch
 local cur, err = live(ARGV[1], ARGV[2], ARGV[3])
 if not cur then return {err} end
-local st = redis.call('HMGET', KEYS[2], 'tenant', 'session', 'nonce', 'version')
+if redis.call('HEXISTS', KEYS[2], ARGV[6]) == 0 then return {'nobranch'} end
+local vf, bf, uf = state_fields(ARGV[6])
+local st = redis.call('HMGET', KEYS[3], 'tenant', 'session', 'nonce', vf)
 local version = 0
 if st[1] then
   if st[1] ~= ARGV[1] or st[2] ~= ARGV[2] then return {'integrity'} end
-  if st[3] == cur[4] then version = tonumber(st[4]) end
+  if st[3] == cur[4] then
+    version = tonumber(st[4] or '0')
+  else
+    redis.call('DEL', KEYS[3])  -- left by an earlier incarnation of the session id
+  end
 end
 if version ~= tonumber(ARGV[4]) then return {'conflict', tostring(version)} end
-redis.call('HSET', KEYS[2], 'tenant', ARGV[1], 'session', ARGV[2], 'nonce', cur[4],
-           'version', tostring(version + 1), 'body', ARGV[5], 'updated_us', ARGV[3])
+redis.call('HSET', KEYS[3], 'tenant', ARGV[1], 'session', ARGV[2], 'nonce', cur[4],
+           vf, tostring(version + 1), bf, ARGV[5], uf, ARGV[3])
 local left = redis.call('PTTL', KEYS[1])
-if left > 0 then redis.call('PEXPIRE', KEYS[2], left) end
+if left > 0 then redis.call('PEXPIRE', KEYS[3], left) end
 return {'ok', tostring(version + 1)}
 """
 )
@@ -267,149 +294,3 @@ else
 end
 return 1
 """
-
-# -- the hot tier (backends/redis/tiered.py) --------------------------------------------
-#
-# One hash per session, KEYS[1] = "<prefix>:c:{tenant:session}", fields:
-#   t, s        tenant and session (checked on every read)
-#   gen         bumped by every write through any TieredStore; a fill that began before a
-#               write is refused
-#   exp, ttl    the session's expires_us (a lower bound) and ttl_us, '' for none
-#   wh:<b>      head seq of branch b's cached window; wl:<b> its lowest seq
-#   ws:<b>      Redis time (ms) before which the window is known complete; served only
-#               while now - ws < lease
-#   e:<b>:<seq> one event of the window, as JSON text built by the Python side
-# Times here are Redis TIME, never the store's clock: the lease is about real time.
-
-_TIER_COMMON = """
-local function now_ms()
-  local t = redis.call('TIME')
-  return tonumber(t[1]) * 1000 + math.floor(tonumber(t[2]) / 1000)
-end
-local function owner_ok()
-  local who = redis.call('HMGET', KEYS[1], 't', 's')
-  return not who[1] or (who[1] == ARGV[1] and who[2] == ARGV[2])
-end
-local function drop_window(b)
-  local w = redis.call('HMGET', KEYS[1], 'wh:' .. b, 'wl:' .. b)
-  if w[1] then
-    local fields = {'wh:' .. b, 'wl:' .. b, 'ws:' .. b}
-    for q = tonumber(w[2]), tonumber(w[1]) do fields[#fields + 1] = 'e:' .. b .. ':' .. q end
-    redis.call('HDEL', KEYS[1], unpack(fields))
-  end
-end
-"""
-
-TIER_GET = (
-    _TIER_COMMON
-    + """
--- ARGV: tenant, session, branch, after, before ('' = none), limit, order, lease_ms
-if not owner_ok() then return {'integrity'} end
-local b = ARGV[3]
-local now = now_ms()
-local rec = redis.call('HMGET', KEYS[1], 'gen', 'exp', 'wh:' .. b, 'wl:' .. b, 'ws:' .. b)
-local gen = rec[1] or '0'
-local miss = {'miss', gen, string.format('%d', now)}
-if not rec[3] or not rec[2] or now - tonumber(rec[5]) >= tonumber(ARGV[8]) then
-  return miss
-end
-local head, low = tonumber(rec[3]), tonumber(rec[4])
-local lo, hi = tonumber(ARGV[4]) + 1, head
-if ARGV[5] ~= '' then hi = math.min(hi, tonumber(ARGV[5]) - 1) end
-if lo > hi then return {'hit', rec[2], '1', '0', {}} end
-local limit = tonumber(ARGV[6])
-local first, last = lo, math.min(hi, lo + limit - 1)
-if ARGV[7] == 'desc' then first, last = math.max(lo, hi - limit + 1), hi end
-if first < low then return {'short'} end  -- valid, but the page reaches below it
-local fields = {}
-for q = first, last do fields[#fields + 1] = 'e:' .. b .. ':' .. q end
-local events = redis.call('HMGET', KEYS[1], unpack(fields))
-return {'hit', rec[2], tostring(first), tostring(last), events}
-"""
-)
-
-TIER_FILL = (
-    _TIER_COMMON
-    + """
--- ARGV: 1 tenant, 2 session, 3 branch, 4 gen seen, 5 stamp_ms, 6 head, 7 low, 8 exp,
---       9 ttl, 10 lease_ms, 11 key ttl ms, then pairs (seq, entry)
-if not owner_ok() then return {'integrity'} end
-if now_ms() - tonumber(ARGV[5]) >= tonumber(ARGV[10]) then return {'late'} end
-if (redis.call('HGET', KEYS[1], 'gen') or '0') ~= ARGV[4] then return {'moved'} end
-local b = ARGV[3]
-drop_window(b)
-local fields = {'t', ARGV[1], 's', ARGV[2], 'gen', ARGV[4], 'exp', ARGV[8], 'ttl', ARGV[9],
-                'wh:' .. b, ARGV[6], 'wl:' .. b, ARGV[7], 'ws:' .. b, ARGV[5]}
-for j = 12, #ARGV, 2 do
-  fields[#fields + 1] = 'e:' .. b .. ':' .. ARGV[j]
-  fields[#fields + 1] = ARGV[j + 1]
-end
-redis.call('HSET', KEYS[1], unpack(fields))
-redis.call('PEXPIRE', KEYS[1], ARGV[11])
-return {'ok'}
-"""
-)
-
-TIER_ADVANCE = (
-    _TIER_COMMON
-    + """
--- After an append committed in the system of record.
--- ARGV: 1 tenant, 2 session, 3 branch, 4 first, 5 last, 6 elapsed_ms since the append
---       began, 7 lease_ms, 8 window size, 9 clock now_us before the append, 10 key ttl
---       ms, then pairs (seq, entry) for the newest events of the append
-if not owner_ok() then return {'integrity'} end
-local b = ARGV[3]
-local now = now_ms()
-redis.call('HINCRBY', KEYS[1], 'gen', 1)
-redis.call('HSET', KEYS[1], 't', ARGV[1], 's', ARGV[2])
-local rec = redis.call('HMGET', KEYS[1], 'ttl', 'wh:' .. b, 'wl:' .. b, 'ws:' .. b)
-if rec[1] and rec[1] ~= '' then
-  redis.call('HSET', KEYS[1], 'exp',
-             string.format('%.0f', tonumber(ARGV[9]) + tonumber(rec[1])))
-end
-local first, last = tonumber(ARGV[4]), tonumber(ARGV[5])
-local status = 'dropped'
-if rec[2] and now - tonumber(rec[4]) < tonumber(ARGV[7]) then
-  local head, low = tonumber(rec[2]), tonumber(rec[3])
-  if head >= last then
-    status = 'current'
-  elseif head == first - 1 then
-    local fields = {}
-    for j = 11, #ARGV, 2 do
-      fields[#fields + 1] = 'e:' .. b .. ':' .. ARGV[j]
-      fields[#fields + 1] = ARGV[j + 1]
-    end
-    local new_low = math.max(low, last - tonumber(ARGV[8]) + 1)
-    local gone = {}
-    for q = low, new_low - 1 do gone[#gone + 1] = 'e:' .. b .. ':' .. q end
-    if #gone > 0 then redis.call('HDEL', KEYS[1], unpack(gone)) end
-    local stamp = math.max(tonumber(rec[4]), now - tonumber(ARGV[6]))
-    fields[#fields + 1] = 'wh:' .. b
-    fields[#fields + 1] = tostring(last)
-    fields[#fields + 1] = 'wl:' .. b
-    fields[#fields + 1] = tostring(new_low)
-    fields[#fields + 1] = 'ws:' .. b
-    fields[#fields + 1] = string.format('%d', stamp)
-    redis.call('HSET', KEYS[1], unpack(fields))
-    status = 'extended'
-  end
-end
-if status == 'dropped' then drop_window(b) end
-redis.call('PEXPIRE', KEYS[1], ARGV[10])
-return {status}
-"""
-)
-
-TIER_INVALIDATE = (
-    _TIER_COMMON
-    + """
--- Forget every cached window of the session but keep its generation for a while, so a
--- fill that began before this write is still refused. ARGV: tenant, session, keep_ms
-if not owner_ok() then return {'integrity'} end
-local gen = redis.call('HINCRBY', KEYS[1], 'gen', 1)
-redis.call('DEL', KEYS[1])
-redis.call('HSET', KEYS[1], 't', ARGV[1], 's', ARGV[2], 'gen', gen)
-redis.call('PEXPIRE', KEYS[1], ARGV[3])
-return {'ok'}
-"""
-)

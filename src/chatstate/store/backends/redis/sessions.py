@@ -98,6 +98,7 @@ class RedisSessions(StoreFront):
                 "CREATE",
                 "APPEND",
                 "FORK",
+                "GET_STATE",
                 "PUT_STATE",
                 "SET_TTL",
                 "DELETE",

@@ -264,34 +264,45 @@ class RedisStore(RedisSessions):
 
     # -- state --------------------------------------------------------------------------
 
-    async def _p_get_state(self, tenant_id: str, session_id: str, now: datetime) -> StateDoc:
+    async def _p_get_state(
+        self, tenant_id: str, session_id: str, branch: str, now: datetime
+    ) -> StateDoc:
         keys = self._keys.session(tenant_id, session_id)
-        reply = await self._run("SNAPSHOT", [keys[0], keys[6]], [], retry=True)
-        meta, state = pairs(reply[0]), pairs(reply[1])
+        reply = await self._run("GET_STATE", [keys[0], keys[2], keys[6]], [branch], retry=True)
+        meta = pairs(reply[0])
         self._live(meta, tenant_id, session_id)
-        if not state:
+        if not int(reply[1]):
+            raise BranchNotFound(f"branch {branch!r} not found")
+        tenant, session, nonce, version, body, updated = reply[2]
+        if tenant is None or version is None:
             return StateDoc(version=0, data={})
-        if state.get("tenant") != tenant_id or state.get("session") != session_id:
+        if tenant != tenant_id or session != session_id:
             raise integrity("a state document")
-        if state.get("nonce") != meta["nonce"]:
+        if nonce != meta["nonce"]:  # left by an earlier incarnation of this session id
             return StateDoc(version=0, data={})
         return StateDoc(
-            version=int(state["version"]),
-            data=cast(dict[str, JSONValue], loads(state["body"])),
-            updated_at=from_us(int(state["updated_us"])),
+            version=int(version),
+            data=cast(dict[str, JSONValue], loads(body)),
+            updated_at=from_us(int(updated)),
         )
 
     async def _p_put_state(
-        self, tenant_id: str, session_id: str, body: str, expected: int, now: datetime
+        self,
+        tenant_id: str,
+        session_id: str,
+        branch: str,
+        body: str,
+        expected: int,
+        now: datetime,
     ) -> StateDoc:
         expected_version, now_us = expected, to_us(now)
         keys = self._keys.session(tenant_id, session_id)
         reply = await self._run(
             "PUT_STATE",
-            [keys[0], keys[6]],
-            [tenant_id, session_id, str(now_us), str(expected_version), body],
+            [keys[0], keys[2], keys[6]],
+            [tenant_id, session_id, str(now_us), str(expected_version), body, branch],
         )
-        if self._status(reply, session_id) == "conflict":
+        if self._status(reply, session_id, branch) == "conflict":
             raise state_conflict(int(reply[1]), expected_version)
         return StateDoc(
             version=int(reply[1]),

@@ -2,8 +2,20 @@
 session's recent window. Opened by ``open_store(url, cache_url="redis://...")``.
 
 What is cached: per session and branch, the newest ``window`` events of the branch's view,
-so ``read_last`` and tail reads skip the system of record. Everything else goes straight
-to the system of record.
+so ``read_last`` and tail reads skip reading events from the system of record. Everything
+else goes straight to the system of record.
+
+**A window is served only after the system of record confirms it.** Each window carries
+the branch's validator (its ``created_at``) and head seq; a read that finds a window asks
+the system of record for the session's branches (``list_branches``: one indexed read, no
+events) and serves the window only when both match. The log is append-only and dense, so
+a match means the window holds exactly what the system of record holds (the argument is
+in :mod:`.tier_window`). A window that does not match (a cache restored from an older
+snapshot, an update lost on the way) is discarded and refilled, never served; a session
+the system of record no longer has (deleted, expired) has its cache entries erased and the
+read raises as the system of record does. Cost: a hit is one Redis call and one
+``list_branches``; a miss is one Redis call, ``list_branches``, ``read_last`` and one
+Redis call to fill, as many calls to the system of record as before.
 
 Writes go to the system of record **first**; the cache is told afterwards, in one Lua
 script: an append extends the window when it directly follows it and drops it otherwise;
@@ -12,18 +24,13 @@ bumps the session's generation, and a window is filled from the system of record
 the generation did not move since the fill began, so a slow reader can never put back a
 window older than a write that finished meanwhile.
 
-Failures. A window is served only while it is younger than ``lease`` (default 5 s, by
+Failures. A window is also served only while it is younger than ``lease`` (default 5 s, by
 Redis's clock), counted from a moment before which it is known to hold every write. When
 a writer cannot tell the cache about its write (Redis unreachable, timed out), it waits
-until that lease has run out before it acknowledges, so no reader anywhere can be served a
-window that lacks an acknowledged write. It skips the wait only when Redis refused the
-connection and the cache server keeps no data across restarts (checked at start). Reads
-fall back to the system of record whenever Redis fails; nothing raises because of the
-cache, and nothing is ever only in the cache.
-
-All writers of a session must go through a ``TieredStore`` on the same cache (several
-processes may); a write made directly on the system of record is not seen by the cache
-until the window's lease runs out.
+until that lease has run out before it acknowledges. It skips the wait only when Redis
+refused the connection and the cache server keeps no data across restarts (checked at
+start). Reads fall back to the system of record whenever Redis fails; nothing raises
+because of the cache, and nothing is ever only in the cache.
 """
 
 from __future__ import annotations
@@ -35,18 +42,18 @@ from collections.abc import Awaitable, Callable, Mapping, Sequence
 from typing import Any, cast
 
 from redis.commands.core import AsyncScript
-from redis.exceptions import ResponseError
 
 from chatstate.errors import ChatstateError, SessionNotFound
 from chatstate.model import (
     DEFAULT_BRANCH,
     AppendResult,
+    Branch,
     Event,
     JSONValue,
     NewEvent,
     Session,
 )
-from chatstate.store.backends.redis import scripts as lua
+from chatstate.store.backends.redis import tier_scripts as lua
 from chatstate.store.backends.redis.conn import (
     DRIVER_ERRORS,
     RedisClient,
@@ -55,20 +62,22 @@ from chatstate.store.backends.redis.conn import (
 from chatstate.store.backends.redis.conn import (
     refused as _refused,
 )
-from chatstate.store.codec import decode_event, dumps, encode_appends, loads
+from chatstate.store.backends.redis.tier_window import (
+    TierStats,
+    cache_persists,
+    decode_page,
+    encode_entry,
+    page_of,
+    unwrap,
+    validator,
+)
 from chatstate.store.front import read_last_via
 from chatstate.store.protocol import Order, Store
-from chatstate.store.rules import (
-    StoreConfig,
-    check_id,
-    check_read,
-    from_us,
-    to_us,
-)
+from chatstate.store.rules import StoreConfig, check_id, check_read
 from chatstate.store.url import redact
 from chatstate.store.wrapper import StoreWrapper
 
-__all__ = ["TieredStore", "open_tiered"]
+__all__ = ["TierStats", "TieredStore", "open_tiered"]
 
 log = logging.getLogger("chatstate.store.tiered")
 
@@ -82,7 +91,7 @@ class TieredStore(StoreWrapper):
     ``decode_responses=True`` (see :func:`chatstate.store.backends.redis.store.connect_client`).
     ``cache_persists`` says whether the cache server may come back after a restart with
     old data (``None``: not known yet; it is read from the server once it answers, and
-    counts as yes until then).
+    counts as yes until then). ``stats`` counts what reads found in the cache.
     """
 
     def __init__(
@@ -112,6 +121,7 @@ class TieredStore(StoreWrapper):
         self._keep_ms = str(int(max(60.0, 4 * lease_seconds) * 1000))
         self._persists = cache_persists
         self._down_until = 0.0
+        self.stats = TierStats()
         self._scripts: dict[str, AsyncScript] = {
             name: client.register_script(getattr(lua, name))
             for name in ("TIER_GET", "TIER_FILL", "TIER_ADVANCE", "TIER_INVALIDATE")
@@ -179,39 +189,7 @@ class TieredStore(StoreWrapper):
         )
 
     def _entry(self, tenant_id: str, session_id: str, event: Event) -> str:
-        body = encode_appends([event.draft()], self._config.limits)[0].body
-        return dumps(
-            [
-                tenant_id,
-                session_id,
-                event.seq,
-                event.branch,
-                to_us(event.created_at),
-                event.token_count,
-                event.idempotency_key,
-                body,
-            ]
-        )
-
-    @staticmethod
-    def _decode(raw: str, tenant_id: str, session_id: str, seq: int) -> Event:
-        doc = loads(raw)
-        if not isinstance(doc, list) or len(doc) != 8:
-            raise ChatstateError("malformed cache entry")
-        tenant, session, r_seq, branch, created, tokens, key, body = doc
-        if tenant != tenant_id or session != session_id:
-            log.error("redis cache returned another session's event; refusing it")
-            raise ChatstateError("the cache returned another session's data; refusing it")
-        if r_seq != seq:
-            raise ChatstateError("cache entry at the wrong position")
-        return decode_event(
-            cast(str, body),
-            seq=seq,
-            branch=cast(str, branch),
-            created_at=from_us(cast(int, created)),
-            token_count=cast(int | None, tokens),
-            idempotency_key=cast(str | None, key),
-        )
+        return encode_entry(self._config.limits, tenant_id, session_id, event)
 
     # -- reads ----------------------------------------------------------------------------
 
@@ -262,74 +240,98 @@ class TieredStore(StoreWrapper):
         limit: int,
         order: Order,
     ) -> list[Event] | None:
-        """The answer from the cache, filling it on a miss; ``None`` to ask the store."""
+        """The answer from a window the system of record confirms, filling it on a miss;
+        ``None`` to ask the store. For a tail read (no ``before_seq``) the cache and the
+        system of record are asked at once, so a hit waits for the slower of the two."""
         key = self._key(tenant_id, session_id)
         before = "" if before_seq is None else before_seq
         args: list[str | int] = [tenant_id, session_id, branch, after_seq, before, limit, order]
+        args.append(self._lease_ms)
+        if before_seq is None:
+            got = await asyncio.gather(
+                self._get(key, args),
+                self._branch(tenant_id, session_id, branch),
+                return_exceptions=True,
+            )
+            truth, reply = unwrap(got[1]), unwrap(got[0])  # the store's error first
+        else:
+            reply = await self._get(key, args)
+            if reply is None or reply[0] != "hit":
+                return None  # older history than the window holds: the store answers
+            truth = await self._branch(tenant_id, session_id, branch)
+        if reply is None or reply[0] == "short":
+            return None
+        if truth is None:
+            return None  # no such branch: the store raises
+        if reply[0] == "hit":
+            if int(reply[3]) == truth.head_seq and str(reply[4]) == validator(truth):
+                self.stats.hits += 1
+                first, raws = int(reply[5]), cast(list[str | None], reply[7])
+                return decode_page(raws, first, tenant_id, session_id, order)
+            self.stats.stale += 1
+            log.debug("stale cache window of a session discarded; refilling it")
+            if before_seq is not None:
+                return None
+        else:
+            self.stats.misses += 1
+        window = await self._fill(tenant_id, session_id, truth, str(reply[1]), int(reply[2]))
+        return None if window is None else page_of(window, after_seq, limit, order)
+
+    async def _get(self, key: str, args: list[str | int]) -> list[Any] | None:
+        """The cache's candidate (``TIER_GET``); ``None`` when Redis failed."""
         try:
-            reply = await self._run("TIER_GET", key, [*args, self._lease_ms])
+            reply = await self._run("TIER_GET", key, args)
             if self._persists is None:
-                self._persists = await _cache_persists(self._client)
+                self._persists = await cache_persists(self._client)
         except DRIVER_ERRORS as exc:
             self._trip(exc)
             return None
-        if reply[0] == "hit":
-            exp, first, last = str(reply[1]), int(reply[2]), int(reply[3])
-            if exp and int(exp) <= to_us(self._config.clock()):
-                return None  # (maybe) expired: let the store give the exact answer
-            raws = cast(list[str | None], reply[4] if len(reply) > 4 else [])
-            if any(raw is None for raw in raws):
-                return None
-            events = [
-                self._decode(cast(str, raw), tenant_id, session_id, seq)
-                for seq, raw in zip(range(first, last + 1), raws, strict=True)
-            ]
-            if order == "desc":
-                events.reverse()
-            return events
-        if reply[0] == "short" or before_seq is not None:
-            return None  # older history than the window holds: the store answers
-        window = await self._fill(tenant_id, session_id, branch, str(reply[1]), int(reply[2]))
-        if window is None:
-            return None
-        head = window[-1].seq if window else 0
-        low = window[0].seq if window else 1
-        lo = after_seq + 1
-        if lo > head:
-            return []
-        bottom = max(lo, head - limit + 1) if order == "desc" else lo
-        if bottom < low:
-            return None  # the page reaches below the window
-        if order == "desc":
-            return [e for e in reversed(window) if e.seq >= bottom]
-        return [e for e in window if e.seq >= lo][:limit]
+        return reply
+
+    async def _branch(self, tenant_id: str, session_id: str, branch: str) -> Branch | None:
+        """The branch as the system of record has it now. A session it does not have
+        (deleted, expired) has its cache entries erased, then the store's error raises."""
+        try:
+            branches = await self._store.list_branches(tenant_id=tenant_id, session_id=session_id)
+        except SessionNotFound:  # SessionExpired too
+            await self._erase(tenant_id, session_id)
+            raise
+        return next((b for b in branches if b.name == branch), None)
+
+    async def _erase(self, tenant_id: str, session_id: str) -> None:
+        """Erase what the cache holds of a session the system of record does not have."""
+        key = self._key(tenant_id, session_id)
+        try:
+            reply = await self._run(
+                "TIER_INVALIDATE", key, [tenant_id, session_id, self._keep_ms, 1]
+            )
+        except (*DRIVER_ERRORS, ChatstateError) as exc:
+            self._trip(exc)
+            return
+        if reply[0] == "ok":
+            self.stats.erased += 1
 
     async def _fill(
-        self, tenant_id: str, session_id: str, branch: str, gen: str, stamp_ms: int
+        self, tenant_id: str, session_id: str, truth: Branch, gen: str, stamp_ms: int
     ) -> list[Event] | None:
-        """Read the window from the store and put it in the cache (if nothing moved)."""
-        session = await self._store.get_session(tenant_id=tenant_id, session_id=session_id)
+        """Read the window from the store and put it in the cache (if nothing moved).
+
+        ``truth`` was read before the events: if the session is re-created in between,
+        the window holds the new events under the old validator and is never served."""
         window = await self._store.read_last(
-            tenant_id=tenant_id, session_id=session_id, branch=branch, n=self._window
+            tenant_id=tenant_id, session_id=session_id, branch=truth.name, n=self._window
         )
-        exp = "" if session.expires_at is None else str(to_us(session.expires_at))
-        ttl = "" if session.ttl_seconds is None else str(int(session.ttl_seconds * 1_000_000))
-        key_ttl = self._cache_ttl_ms
-        if session.expires_at is not None:
-            left = (session.expires_at - self._config.clock()).total_seconds()
-            key_ttl = max(1000, min(key_ttl, int(left * 1000) + 1000))
         args: list[str | int] = [
             tenant_id,
             session_id,
-            branch,
+            truth.name,
             gen,
             stamp_ms,
             window[-1].seq if window else 0,
             window[0].seq if window else 1,
-            exp,
-            ttl,
+            validator(truth),
             self._lease_ms,
-            key_ttl,
+            self._cache_ttl_ms,
         ]
         try:
             for event in window:
@@ -355,7 +357,6 @@ class TieredStore(StoreWrapper):
         idempotency_key: str | None = None,
     ) -> AppendResult:
         began = time.monotonic()
-        now_us = to_us(self._config.clock())
         try:
             result = await self._store.append(
                 tenant_id=tenant_id,
@@ -382,7 +383,6 @@ class TieredStore(StoreWrapper):
             int((done_at - began) * 1000) + 1,
             self._lease_ms,
             self._window,
-            now_us,
             self._cache_ttl_ms,
         ]
         try:
@@ -455,19 +455,7 @@ class TieredStore(StoreWrapper):
                 await self._store.close()
 
 
-async def _cache_persists(client: RedisClient) -> bool | None:
-    """Whether the cache server keeps data across a restart: ``None`` when it cannot be
-    reached (ask again later), ``True`` when it forbids ``CONFIG`` (assume the worst)."""
-    try:
-        settings: dict[str, str] = {}
-        for name in ("appendonly", "save"):
-            got = cast(dict[str, str], await client.config_get(name))
-            settings[name] = got.get(name, "")
-    except ResponseError:
-        return True
-    except DRIVER_ERRORS:
-        return None
-    return settings["appendonly"] == "yes" or bool(settings["save"])
+_cache_persists = cache_persists  # the name tests and older imports use
 
 
 async def open_tiered(store: Store, cache_url: str, config: StoreConfig) -> TieredStore:
@@ -478,7 +466,7 @@ async def open_tiered(store: Store, cache_url: str, config: StoreConfig) -> Tier
     start is not an error: reads use the store until it answers.
     """
     client, ours = connect_client(cache_url, socket_timeout=0.5, connect_timeout=0.5)
-    persists = await _cache_persists(client)
+    persists = await cache_persists(client)
     if persists is None:
         log.warning("redis cache at %s is not reachable yet; using the store", redact(cache_url))
     elif persists:

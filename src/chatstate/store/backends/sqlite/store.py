@@ -344,12 +344,19 @@ class SQLiteStore(SQLiteCore):
 
     # -- state --------------------------------------------------------------------------
 
-    async def _p_get_state(self, tenant_id: str, session_id: str, now: datetime) -> StateDoc:
+    async def _p_get_state(
+        self, tenant_id: str, session_id: str, branch: str, now: datetime
+    ) -> StateDoc:
         def run() -> StateDoc:
+            db = self._db
+            db.execute("BEGIN")  # one snapshot for the branch and its document
             sid, _ = self._session_row(tenant_id, session_id)
-            row = self._db.execute(
-                "SELECT version, data, updated_us FROM state WHERE sid = ?", (sid,)
+            self._branch_exists(sid, branch)
+            row = db.execute(
+                "SELECT version, data, updated_us FROM state WHERE sid = ? AND branch = ?",
+                (sid, branch),
             ).fetchone()
+            db.execute("COMMIT")
             if row is None:
                 return StateDoc(version=0, data={})
             return StateDoc(version=row[0], data=json_obj(row[1]), updated_at=from_us(row[2]))
@@ -357,24 +364,41 @@ class SQLiteStore(SQLiteCore):
         return await self._call(run)
 
     async def _p_put_state(
-        self, tenant_id: str, session_id: str, body: str, expected: int, now: datetime
+        self,
+        tenant_id: str,
+        session_id: str,
+        branch: str,
+        body: str,
+        expected: int,
+        now: datetime,
     ) -> StateDoc:
         def run() -> StateDoc:
             db = self._db
             db.execute("BEGIN IMMEDIATE")
             sid, _ = self._session_row(tenant_id, session_id)
-            row = db.execute("SELECT version FROM state WHERE sid = ?", (sid,)).fetchone()
+            self._branch_exists(sid, branch)
+            row = db.execute(
+                "SELECT version FROM state WHERE sid = ? AND branch = ?", (sid, branch)
+            ).fetchone()
             actual = 0 if row is None else row[0]
             if actual != expected:
                 raise state_conflict(actual, expected)
             db.execute(
-                "INSERT OR REPLACE INTO state (sid, version, data, updated_us) VALUES (?, ?, ?, ?)",
-                (sid, expected + 1, body, to_us(now)),
+                "INSERT OR REPLACE INTO state (sid, branch, version, data, updated_us) "
+                "VALUES (?, ?, ?, ?, ?)",
+                (sid, branch, expected + 1, body, to_us(now)),
             )
             db.execute("COMMIT")
             return StateDoc(version=expected + 1, data=json_obj(body), updated_at=now)
 
         return await self._call(run)
+
+    def _branch_exists(self, sid: int, branch: str) -> None:
+        found = self._db.execute(
+            "SELECT 1 FROM branches WHERE sid = ? AND name = ?", (sid, branch)
+        ).fetchone()
+        if found is None:
+            raise BranchNotFound(f"branch {branch!r} not found")
 
 
 async def open_sqlite_url(url: str, config: StoreConfig) -> SQLiteStore:

@@ -1,0 +1,96 @@
+"""The engine's retrieval indexes stay within a documented memory ceiling: at most
+``max_sessions`` branches and ``max_index_bytes`` of estimated footprint, least recently
+used dropped first, never the one in use; a dropped index is rebuilt by its next build
+and retrieves exactly what it did before."""
+
+from __future__ import annotations
+
+from collections.abc import AsyncIterator
+from datetime import UTC, datetime
+from pathlib import Path
+
+import pytest
+
+from chatstate.context.bm25 import BM25Retriever
+from chatstate.context.engine import ContextEngine
+from chatstate.context.session_index import IndexCache, SessionIndex, footprint
+from chatstate.model import Event, NewEvent
+from chatstate.store.sqlite import SQLiteStore
+
+T = "acme"
+NOW = datetime(2026, 12, 2, tzinfo=UTC)
+
+
+def _index(texts: list[str]) -> SessionIndex:
+    index = SessionIndex(BM25Retriever())
+    events = [
+        Event(seq=i + 1, branch="main", kind="message", role="user", content=t, created_at=NOW)
+        for i, t in enumerate(texts)
+    ]
+    index.retriever.add(index.documents(events))
+    return index
+
+
+def test_the_cache_keeps_within_its_count_and_bytes_never_dropping_the_one_in_use() -> None:
+    one = _index(["alpha " * 50])
+    assert one.size == footprint("alpha " * 50) and one.upto == 1
+    cache = IndexCache(max_sessions=2, max_bytes=3 * one.size)
+    keys = [(T, f"s{i}", "main") for i in range(4)]
+    cache.put(keys[0], one)
+    cache.put(keys[1], _index(["beta " * 50]))
+    cache.put(keys[2], _index(["gamma " * 50]))  # over the count: s0 goes
+    assert list(cache) == keys[1:3] and cache.evicted == 1
+    assert cache.get(keys[0]) is None
+    huge = _index(["delta " * 2000])  # alone over the bytes: kept while in use
+    cache.put(keys[3], huge)
+    assert list(cache) == [keys[3]] and cache.size == huge.size > cache.max_bytes
+    cache.put(keys[1], _index(["beta " * 50]))  # now the huge one is the oldest: it goes
+    assert list(cache) == [keys[1]]
+    cache.drop(T, "s1")
+    assert not cache
+    with pytest.raises(ValueError, match="positive"):
+        IndexCache(max_sessions=0)
+
+
+@pytest.fixture
+async def store(tmp_path: Path) -> AsyncIterator[SQLiteStore]:
+    s = await SQLiteStore.open(tmp_path / "idx.db")
+    yield s
+    await s.close()
+
+
+async def _chat(engine: ContextEngine, session: str, secret: str) -> None:
+    filler = "shipping options and delivery windows for the area, please explain "
+    for i in range(60):
+        user = f"my code is {secret}" if i == 3 else f"question {i} about {filler * 3}"
+        await engine.append(
+            session,
+            [NewEvent.message("user", user), NewEvent.message("assistant", f"ok {i} {filler}")],
+            tenant_id=T,
+        )
+
+
+async def test_an_engine_over_its_ceiling_drops_and_rebuilds_an_index(
+    store: SQLiteStore,
+) -> None:
+    roomy = ContextEngine(store)
+    tight = ContextEngine(store, max_index_bytes=1)  # one index at a time
+    sessions = {"a": "111222", "b": "333444", "c": "555666"}
+    for sid, secret in sessions.items():
+        await store.create_session(tenant_id=T, session_id=sid)
+        await _chat(roomy, sid, secret)
+
+    async def found(engine: ContextEngine, sid: str) -> list[int]:
+        built = await engine.build(
+            sid, f"what was my code {sessions[sid]}?", tenant_id=T, budget=600
+        )
+        return [s for turn in built.manifest.retrieved for s in turn.seqs]
+
+    for _ in range(2):  # the second round rebuilds every index the tight engine dropped
+        for sid in sessions:
+            got = await found(tight, sid)
+            assert got == await found(roomy, sid)
+            assert 7 in got  # the message with the code, retrieved from the rebuilt index
+            assert len(tight._indexes) == 1
+    assert tight._indexes.evicted == 5
+    assert roomy._indexes.evicted == 0 and len(roomy._indexes) == 3
