@@ -74,6 +74,8 @@ def test_expansion_weights_and_validation() -> None:
     assert "bowl" not in rare  # in fewer than min_df documents
     assert set(expansion(first, {}, df.__getitem__, 20, Feedback())) == {"bowl"}  # 3 > 10%
     assert expansion([], {}, df.__getitem__, 10, Feedback()) == {}
+    long_query = dict.fromkeys([f"w{i}" for i in range(13)], 1.0)
+    assert expansion(first, long_query, df.__getitem__, 100, Feedback()) == {}  # 13 > 12
     with pytest.raises(ValueError, match="feedback"):
         Feedback(weight=2)
 

@@ -256,8 +256,9 @@ class BM25Retriever:
         scores = self._scores(weights)
         if not scores:
             return []
-        if self._feedback is not None:
-            scores = self._expanded(weights, scores, self._feedback)
+        feedback = self._feedback
+        if feedback is not None and len(weights) <= feedback.max_query_terms:
+            scores = self._expanded(weights, scores, feedback)
         ids = self._ids
         excluded = exclude if isinstance(exclude, set | frozenset) else set(exclude)
         candidates: Iterable[tuple[int, float]] = scores.items()

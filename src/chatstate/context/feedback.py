@@ -8,11 +8,13 @@ rank first for it usually talk about the same thing. :func:`expansion` takes the
 weighted at most ``weight`` against 1 for the query's own words; the search is then run
 again with the query's words and these, whose scores are added to the first ones.
 Measured on LoCoMo (7 conversations, 1,510 evidence turns), evidence recall at 2,000
-tokens: 0.702 without feedback, 0.732 with every term allowed, 0.738 with ``Feedback()``
-(terms in over 10% of the messages left out; 5%: 0.734, 2%: 0.721); 10 documents, 30
-terms or weight 0.5 gave 0.730 to 0.738. Leaving out the common terms also keeps the
-second pass cheap: on 10,000 LoCoMo messages a search took 0.8 ms without feedback, 3.1
-ms with every term, 1.8 ms with the 10% cap.
+tokens with 20 terms: 0.702 without feedback, 0.732 with every term allowed, 0.738 with
+terms in over 10% of the messages left out (5%: 0.734, 2%: 0.721); 10 documents, 30
+terms or weight 0.5 gave 0.730 to 0.738. ``Feedback()`` takes 10 terms (with the speaker
+lift of :mod:`chatstate.context.speakers`, 0.762 as with 20) and none for a query of more
+than 12 terms. The caps keep the second pass cheap: on 10,000 LoCoMo messages a search
+took 0.8 ms without feedback, 3.1 ms with 20 terms of any frequency, 1.8 ms with the 10%
+cap; 10 terms halve the second pass again.
 """
 
 from __future__ import annotations
@@ -30,7 +32,7 @@ class Feedback:
 
     docs: int = 5
     """First hits the expansion terms are taken from."""
-    terms: int = 20
+    terms: int = 10
     """Expansion terms at most."""
     weight: float = 0.3
     """The best expansion term's weight; a query word weighs 1."""
@@ -39,6 +41,10 @@ class Feedback:
     max_share: float = 0.1
     """Terms found in more than this share of the documents are left out: they weigh
     little (low idf) and cost the most to score (long postings)."""
+    max_query_terms: int = 12
+    """A query with more distinct terms than this is not expanded: a long message says
+    enough on its own (LoCoMo's questions have 2 to 12), and the second pass would cost
+    as much as the first."""
 
     def __post_init__(self) -> None:
         if (
@@ -47,10 +53,11 @@ class Feedback:
             or not 0 <= self.weight <= 1
             or self.min_df < 1
             or not 0 < self.max_share <= 1
+            or self.max_query_terms < 1
         ):
             raise ValueError(
                 "feedback needs docs >= 1, terms >= 0, weight within [0, 1], min_df >= 1, "
-                "max_share within (0, 1]"
+                "max_share within (0, 1], max_query_terms >= 1"
             )
 
 
@@ -67,7 +74,7 @@ def expansion(
     first score; ``df`` gives a term's document frequency in the index of ``n_docs``.
     """
     total = sum(score for _, score in first if score > 0)
-    if total <= 0 or feedback.terms == 0:
+    if total <= 0 or feedback.terms == 0 or len(query) > feedback.max_query_terms:
         return {}
     mass: dict[str, float] = {}
     cap = max(feedback.min_df, feedback.max_share * n_docs)
