@@ -3,7 +3,7 @@ and dates of retrieved messages, sub-queries and their fusion."""
 
 from __future__ import annotations
 
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Callable
 from dataclasses import replace
 from datetime import UTC, datetime
 from pathlib import Path
@@ -21,6 +21,7 @@ from chatstate.context.assemble import (
 from chatstate.context.bm25 import BM25Retriever
 from chatstate.context.engine import ContextEngine
 from chatstate.context.queries import date_mark, fuse, sub_queries
+from chatstate.context.retrieval import Retriever
 from chatstate.context.tokens import counter_for
 from chatstate.context.turns import Turn
 from chatstate.errors import ValidationError
@@ -30,6 +31,8 @@ from chatstate.store.sqlite import SQLiteStore
 COUNT = counter_for("gpt-4o").count
 NOW = datetime(2026, 1, 1, tzinfo=UTC)
 FILLER = "we chatted about the weather and the traffic and what to cook tonight"
+NO_NEAR = ContextPolicy(neighbours=False)
+"""Retrieved hits only: what a test finds was ranked, not brought in beside a hit."""
 
 
 @pytest.fixture
@@ -147,7 +150,7 @@ def test_date_marks() -> None:
 
 
 async def test_engine_finds_a_reply_by_its_question_and_dates_it(store: SQLiteStore) -> None:
-    engine = ContextEngine(store, retriever_factory=BM25Retriever)
+    engine = ContextEngine(store, retriever_factory=BM25Retriever.for_messages, policy=NO_NEAR)
     session = (await store.create_session(tenant_id="t")).id
     first = [
         NewEvent.message("user", "[8 May, 2023] Ann: Which glaze did you pick for the vase?"),
@@ -171,6 +174,40 @@ async def test_engine_finds_a_reply_by_its_question_and_dates_it(store: SQLiteSt
     text = "\n".join(str(m["content"]) for m in built.messages)
     assert "(8 May, 2023)\n[#1] user" in text
     await engine.aclose()
+
+
+async def test_engine_expands_the_question_from_its_first_hits(store: SQLiteStore) -> None:
+    """The message about the vase never says "pottery": the engine's BM25 finds it through
+    "studio", which the messages that do say it share with it; without the expansion it
+    is not sent."""
+
+    async def fill(engine: ContextEngine, session: str, turns: int) -> None:
+        for i in range(turns):
+            pair = [
+                NewEvent.message("user", f"Ann: {FILLER} {i}"),
+                NewEvent.message("assistant", f"Bo: {FILLER}"),
+            ]
+            await engine.append(session, pair, tenant_id="t")
+
+    async def sent(factory: Callable[[], Retriever]) -> set[int]:
+        engine = ContextEngine(store, retriever_factory=factory, policy=NO_NEAR)
+        session = (await store.create_session(tenant_id="t")).id
+        opening = [
+            NewEvent.message("user", "Ann: I started pottery classes at the studio downtown."),
+            NewEvent.message("assistant", "Bo: Pottery at a studio, how fun."),
+        ]
+        await engine.append(session, opening, tenant_id="t")
+        await fill(engine, session, 10)
+        vase = "Ann: The glaze on my vase came out blue after the kiln firing at the studio."
+        await engine.append(session, [NewEvent.message("user", vase)], tenant_id="t")
+        await fill(engine, session, 80)
+        built = await engine.build(session, "How is the pottery going?", tenant_id="t", budget=500)
+        await engine.aclose()
+        return {s for r in built.manifest.retrieved for s in r.seqs}
+
+    vase_seq = 23  # 2 opening messages, 10 filler turns of 2, then the vase
+    assert vase_seq in await sent(BM25Retriever.for_messages)
+    assert vase_seq not in await sent(lambda: BM25Retriever(previous=1.0))
 
 
 async def test_build_takes_a_policy_by_name(store: SQLiteStore) -> None:

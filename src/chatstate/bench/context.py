@@ -22,7 +22,6 @@ import time
 from collections.abc import Callable
 from pathlib import Path
 
-from chatstate.context.bm25 import BM25Retriever
 from chatstate.context.engine import ContextEngine
 from chatstate.context.retrieval import Retriever
 from chatstate.context.tokens import counter_for
@@ -94,14 +93,12 @@ async def _session(engine: ContextEngine, store: SQLiteStore, size: int, seed: i
 
 
 def _factory(name: str) -> Callable[[], Retriever]:
-    if name == "bm25":
-        return BM25Retriever
-    from chatstate.context import embeddings  # noqa: PLC0415 - optional extra
+    from chatstate.context import embeddings  # noqa: PLC0415 - light unless a model loads
 
+    if name == "bm25":
+        return embeddings.message_retriever
     encode = embeddings.load_minilm()
-    return lambda: embeddings.FusedRetriever(
-        [BM25Retriever(), embeddings.EmbeddingRetriever(encode=encode)]
-    )
+    return lambda: embeddings.message_retriever(embeddings.EmbeddingRetriever(encode=encode))
 
 
 async def _run(sizes: list[int], builds: int, budget: int, retriever: str = "bm25") -> None:

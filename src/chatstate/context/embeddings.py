@@ -1,4 +1,4 @@
-"""Embedding retrieval (the ``[embeddings]`` extra) and reciprocal-rank fusion of retrievers.
+"""Embedding retrieval (the ``[embeddings]`` extra) and fusion of retrievers.
 
 :class:`EmbeddingRetriever` ranks documents by cosine similarity of sentence embeddings.
 By default it uses all-MiniLM-L6-v2 as shipped inside the PyPI package
@@ -16,10 +16,10 @@ Vectors live in a numpy matrix that grows by doubling when numpy is importable (
 with the extra), else in Python lists (fine for a few thousand documents). A search is
 one matrix-vector product plus a sort; encoding the query dominates (about 10 ms on CPU).
 
-:class:`FusedRetriever` combines retrievers by reciprocal-rank fusion (each document
-scores ``sum(1 / (rrf_k + rank))`` over the lists it appears in). On the LoCoMo
-conversations BM25 and MiniLM fused found more evidence in 2,000 tokens (0.81) than
-either alone (0.70 and 0.75).
+:class:`FusedRetriever` combines retrievers by reciprocal rank or by normalised scores;
+:func:`fused_for_messages` is the context engine's: BM25 for messages and MiniLM fused by
+score, 0.7 and 0.3 (LoCoMo evidence recall at 2,000 tokens: 0.748, against 0.728 fused by
+rank and 0.702 for BM25 alone).
 """
 
 from __future__ import annotations
@@ -34,7 +34,7 @@ from collections.abc import Callable, Collection, Iterator, Sequence
 from contextlib import contextmanager
 from operator import mul
 from types import ModuleType
-from typing import Any
+from typing import Any, Literal
 
 from chatstate.context.retrieval import Retriever
 
@@ -46,7 +46,9 @@ __all__ = [
     "default_retriever",
     "default_retriever_name",
     "extra_installed",
+    "fused_for_messages",
     "load_minilm",
+    "message_retriever",
 ]
 
 EncodeFn = Callable[[Sequence[str]], Sequence[Sequence[float]]]
@@ -140,11 +142,32 @@ def default_retriever() -> Retriever:
     """The context engine's default: BM25 fused with MiniLM when the ``[embeddings]``
     extra is installed, else BM25 alone. ``CHATSTATE_RETRIEVER=bm25`` (or ``fused``)
     decides instead of the installed packages."""
-    from chatstate.context.bm25 import BM25Retriever  # noqa: PLC0415 - no cycle at import
 
     if default_retriever_name() == "bm25":
-        return BM25Retriever()
-    return FusedRetriever([BM25Retriever(), EmbeddingRetriever(encode=load_minilm())])
+        return message_retriever()
+    return message_retriever(EmbeddingRetriever(encode=load_minilm()))
+
+
+def message_retriever(dense: Retriever | None = None) -> Retriever:
+    """The context engine's retriever over a conversation's messages: BM25
+    (:meth:`BM25Retriever.for_messages`), fused with ``dense`` when given
+    (:func:`fused_for_messages`), the messages of a speaker the question names lifted
+    (:class:`~chatstate.context.speakers.SpeakerBoost`)."""
+    from chatstate.context.bm25 import BM25Retriever  # noqa: PLC0415 - no cycle at import
+    from chatstate.context.speakers import SpeakerBoost  # noqa: PLC0415
+
+    inner = BM25Retriever.for_messages() if dense is None else fused_for_messages(dense)
+    return SpeakerBoost(inner)
+
+
+def fused_for_messages(dense: Retriever) -> FusedRetriever:
+    """BM25 (:meth:`BM25Retriever.for_messages`) and ``dense`` fused by normalised scores,
+    0.7 and 0.3: the context engine's retriever when the extra is installed."""
+    from chatstate.context.bm25 import BM25Retriever  # noqa: PLC0415 - no cycle at import
+
+    return FusedRetriever(
+        [BM25Retriever.for_messages(), dense], fusion="score", weights=(0.7, 0.3), depth=200
+    )
 
 
 def _numpy() -> ModuleType | None:
@@ -269,26 +292,43 @@ def _unit(vector: Sequence[float]) -> list[float] | None:
 
 
 class FusedRetriever:
-    """Reciprocal-rank fusion of several retrievers behind the one interface.
+    """Several retrievers fused behind the one interface.
 
     ``add`` indexes into every member (ids checked first); ``search`` asks each member for
-    its best ``max(k, depth)`` and scores each id ``sum(1 / (rrf_k + rank))``, rank from 1.
-    Ties are broken by id, newest first.
+    its best ``max(k, depth)``. ``fusion="rrf"`` (reciprocal rank) scores each id
+    ``sum(1 / (rrf_k + rank))``, rank from 1; ``fusion="score"`` scales each member's
+    scores to [0, 1] over its list (the best 1, the last 0) and sums them times the
+    member's weight (``weights``, equal by default), so an exact lexical hit far ahead of
+    the rest keeps its lead where rank fusion would put it level with the dense list's
+    first. Ties are broken by id, newest first.
+
+    On LoCoMo (BM25 for messages and MiniLM, 0.7 and 0.3, depth 200, 2,000 tokens) score
+    fusion found 0.748 of the evidence where rank fusion found 0.728.
     """
 
     blocking = True
     """A member may encode text (milliseconds): callers on an event loop use a thread."""
 
     def __init__(
-        self, retrievers: Sequence[Retriever], *, rrf_k: int = 60, depth: int = 50
+        self,
+        retrievers: Sequence[Retriever],
+        *,
+        rrf_k: int = 60,
+        depth: int = 50,
+        fusion: Literal["rrf", "score"] = "rrf",
+        weights: Sequence[float] | None = None,
     ) -> None:
         if not retrievers:
             raise ValueError("FusedRetriever needs at least one retriever")
         if rrf_k < 0 or depth < 1:
             raise ValueError(f"rrf_k must be >= 0 and depth >= 1, got {rrf_k}, {depth}")
+        if weights is not None and (len(weights) != len(retrievers) or any(w < 0 for w in weights)):
+            raise ValueError("weights need one non-negative number per retriever")
         self._members = tuple(retrievers)
         self._rrf_k = rrf_k
         self._depth = depth
+        self._fusion = fusion
+        self._weights = tuple(weights) if weights is not None else (1.0,) * len(retrievers)
         self._last_id: int | None = None
 
     def __len__(self) -> int:
@@ -310,9 +350,23 @@ class FusedRetriever:
         if k <= 0:
             return []
         fused: dict[int, float] = {}
-        for member in self._members:
+        for member, weight in zip(self._members, self._weights, strict=True):
             hits = member.search(query, k=max(k, self._depth), exclude=exclude)
-            for rank, (doc_id, _) in enumerate(hits, start=1):
-                fused[doc_id] = fused.get(doc_id, 0.0) + 1.0 / (self._rrf_k + rank)
+            if self._fusion == "rrf":
+                for rank, (doc_id, _) in enumerate(hits, start=1):
+                    fused[doc_id] = fused.get(doc_id, 0.0) + weight / (self._rrf_k + rank)
+            else:
+                for doc_id, scaled in _scaled(hits):
+                    fused[doc_id] = fused.get(doc_id, 0.0) + weight * scaled
         best = heapq.nlargest(k, ((score, doc_id) for doc_id, score in fused.items()))
         return [(doc_id, score) for score, doc_id in best]
+
+
+def _scaled(hits: Sequence[tuple[int, float]]) -> list[tuple[int, float]]:
+    """Scores mapped to [0, 1] over the list, best first: the best 1, the last 0 (all 1
+    when they are equal)."""
+    if not hits:
+        return []
+    top, low = hits[0][1], hits[-1][1]
+    span = top - low
+    return [(doc_id, (score - low) / span if span > 0 else 1.0) for doc_id, score in hits]

@@ -5,9 +5,10 @@ and ``EmbeddingRetriever`` (``[embeddings]`` extra, in ``chatstate.context.embed
 A retriever whose ``add``/``search`` take milliseconds (an embedding model) sets a class
 attribute ``blocking = True``; the context engine then runs those calls in a worker
 thread so the event loop never stalls. A retriever indexes *documents*: an integer id (the
-context engine uses the seq of a turn's first event) and its text. Indexing is
-incremental, so the engine keeps one retriever per active session and feeds it only the
-events that are new since the last turn.
+context engine uses a message's seq) and its text. Indexing is incremental, so the engine
+keeps one retriever per active session and feeds it only the messages that are new since
+the last turn, one document each, in order: a retriever may use that order (the engine's
+BM25, :meth:`BM25Retriever.for_messages`, counts the previous message's words too).
 """
 
 from __future__ import annotations

@@ -1,11 +1,12 @@
 """The context engine's retrieval index per branch, and the cache that bounds them all.
 
 :class:`SessionIndex` holds one branch's retriever (a document per chat message, its seq
-the id, its text the previous message's words and its own, so a reply is found by the
-words of the question it answers) and the indexed messages themselves, so hits and their
-neighbours cost no read. It is kept incrementally: each build indexes only the messages
-newer than :attr:`SessionIndex.upto`. Everything here is pure bookkeeping; reading the
-log and calling a blocking retriever off the event loop stay in the engine.
+the id, its own text, in order: the engine's BM25 counts the previous message's words too,
+so a reply is found by the words of the question it answers) and the indexed messages
+themselves, so hits and their neighbours cost no read. It is kept incrementally: each
+build indexes only the messages newer than :attr:`SessionIndex.upto`. Everything here is
+pure bookkeeping; reading the log and calling a blocking retriever off the event loop
+stay in the engine.
 
 :class:`IndexCache` bounds the memory of a worker: at most ``max_sessions`` indexes and
 at most ``max_bytes`` of estimated footprint (:func:`footprint`) over all of them. When
@@ -61,7 +62,6 @@ class SessionIndex:
     """Indexed seqs in increasing order (a hit's neighbours are the seqs beside it)."""
     dates: dict[int, str] = field(default_factory=dict)
     """The date each message was said, from the newest date mark before it."""
-    last_text: str = ""
     mark: str | None = None
     first_day: str | None = None
     spans_days: bool = False
@@ -85,8 +85,7 @@ class SessionIndex:
             elif event.kind not in _CHAT_KINDS or event.role in ("system", "developer"):
                 continue
             text = event_text(event)
-            docs.append((event.seq, f"{self.last_text}\n{text}"))
-            self.last_text = text
+            docs.append((event.seq, text))
             self.events[event.seq] = event
             self.order.append(event.seq)
             self.size += footprint(text)

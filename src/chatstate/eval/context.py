@@ -108,12 +108,11 @@ def resolve_retriever(name: RetrieverName) -> RetrieverName:
 
 
 def _retriever_factory(name: RetrieverName) -> Callable[[], Retriever]:
-    from chatstate.context.bm25 import BM25Retriever  # noqa: PLC0415 - light default
+    from chatstate.context import embeddings  # noqa: PLC0415 - light unless a model loads
 
     name = resolve_retriever(name)
     if name == "bm25":
-        return BM25Retriever
-    from chatstate.context import embeddings  # noqa: PLC0415 - optional extra
+        return embeddings.message_retriever
 
     encode = _cached(embeddings.load_minilm())
 
@@ -122,7 +121,7 @@ def _retriever_factory(name: RetrieverName) -> Callable[[], Retriever]:
 
     if name == "minilm":
         return dense
-    return lambda: embeddings.FusedRetriever([BM25Retriever(), dense()])
+    return lambda: embeddings.message_retriever(dense())
 
 
 def _cached(
