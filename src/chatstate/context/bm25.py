@@ -146,7 +146,7 @@ class BM25Retriever:
     def for_messages(cls) -> BM25Retriever:
         """BM25 over a conversation as the context engine uses it: one message a document,
         each also holding the previous message's words, and each query expanded from its
-        first hits (LoCoMo recall at 2,000 tokens 0.702 -> 0.738 with the expansion)."""
+        first hits (measured in :mod:`chatstate.context.feedback`)."""
         return cls(previous=1.0, feedback=Feedback())
 
     def __init__(

@@ -18,8 +18,9 @@ one matrix-vector product plus a sort; encoding the query dominates (about 10 ms
 
 :class:`FusedRetriever` combines retrievers by reciprocal rank or by normalised scores;
 :func:`fused_for_messages` is the context engine's: BM25 for messages and MiniLM fused by
-score, 0.7 and 0.3 (LoCoMo evidence recall at 2,000 tokens: 0.748, against 0.728 fused by
-rank and 0.702 for BM25 alone).
+score, 0.7 and 0.3 (LoCoMo evidence recall at 2,000 tokens, before query expansion and the
+speaker lift: 0.748, against 0.728 fused by rank and 0.702 for BM25 alone; with them,
+0.784 against 0.762).
 """
 
 from __future__ import annotations
@@ -139,10 +140,9 @@ def default_retriever_name() -> str:
 
 
 def default_retriever() -> Retriever:
-    """The context engine's default: BM25 fused with MiniLM when the ``[embeddings]``
-    extra is installed, else BM25 alone. ``CHATSTATE_RETRIEVER=bm25`` (or ``fused``)
-    decides instead of the installed packages."""
-
+    """The context engine's default, :func:`message_retriever`: fused with MiniLM when the
+    ``[embeddings]`` extra is installed, else BM25 alone. ``CHATSTATE_RETRIEVER=bm25``
+    (or ``fused``) decides instead of the installed packages."""
     if default_retriever_name() == "bm25":
         return message_retriever()
     return message_retriever(EmbeddingRetriever(encode=load_minilm()))
