@@ -120,6 +120,20 @@ async def test_state_routes_take_the_branch() -> None:
         assert missing.status_code == 404
         assert "branch" in missing.text.lower(), missing.text
 
+        # Health reads the branch it is asked about: the fork's turns, not main's.
+        more = [{"role": "user", "content": "on alt"}, {"role": "assistant", "content": "ok"}]
+        await c.post(
+            "/v1/sessions/s/events", params={"branch": "alt"}, json={"events": more}, headers=key
+        )
+        main_health = await c.get("/v1/sessions/s/health", headers=key)
+        alt_health = await c.get("/v1/sessions/s/health", params={"branch": "alt"}, headers=key)
+        assert main_health.status_code == alt_health.status_code == 200
+        assert [t["seq"] for t in main_health.json()["turns"]] == [1, 2]
+        alt_seqs = [t["seq"] for t in alt_health.json()["turns"]]
+        assert alt_seqs[:2] == [1, 2] and len(alt_seqs) == 4
+        gone = await c.get("/v1/sessions/s/health", params={"branch": "nope"}, headers=key)
+        assert gone.status_code == 404
+
         spec = (await c.get("/openapi.json")).json()
         params = spec["paths"]["/v1/sessions/{session_id}/state"]["get"]["parameters"]
         branch = next(p for p in params if p["name"] == "branch")

@@ -4,7 +4,7 @@
 through :class:`~chatstate.state.StateKeeper` (each change a ``state`` event in the log of
 the branch named by ``?branch=``, default main, so the branch's document stays
 reproducible from its log); ``GET /v1/sessions/{id}/health`` analyses
-the session's newest events with :func:`chatstate.health.analyse`.
+the newest events of a branch (``?branch=``) with :func:`chatstate.health.analyse`.
 """
 
 from __future__ import annotations
@@ -72,15 +72,20 @@ async def health_report(
     who: Reader,
     budget: Annotated[int | None, Query(ge=1, le=10_000_000)] = None,
     limit: Annotated[int, Query(ge=1, le=10_000)] = 2000,
+    branch: Annotated[
+        str, Query(max_length=128, description="The branch to analyse (default main).")
+    ] = DEFAULT_BRANCH,
 ) -> JSONResponse:
     """Re-asks, contradictions, pressure, summary loss and drift over the newest ``limit``
-    events, each flag with its detector name and evidence seqs."""
+    events of the branch (``?branch=``, default main: a fork's own events and the parent's
+    before the fork point), each flag with its detector name and evidence seqs."""
     events: list[Event] = []
     before: int | None = None
     while len(events) < limit:
         page = await svc.store.read(
             tenant_id=who.tenant,
             session_id=session_id,
+            branch=branch,
             before_seq=before,
             limit=min(1000, limit - len(events)),
             order="desc",
