@@ -158,7 +158,7 @@ class BM25Retriever:
         stem: bool = True,
         previous: float = 0.0,
         feedback: Feedback | None = None,
-        max_query_terms: int = 24,
+        max_query_terms: int = 12,
     ) -> None:
         if k1 < 0:
             raise ValueError(f"k1 must be >= 0, got {k1}")
