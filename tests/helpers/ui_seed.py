@@ -113,7 +113,7 @@ class Seeded:
                   "messages": [{"role": "user", "content": "When will I get the refund?"}]},
         )  # fmt: skip
         deadline = time.monotonic() + 30  # hang guard: the keeper runs after the turn
-        while "_health" not in self.call("GET", f"/v1/sessions/{SESSION}/state").json()["data"]:
+        while "_health" not in self.call("GET", f"/v1/sessions/{SESSION}/state").json()["keeper"]:
             assert time.monotonic() < deadline, "the state keeper never recorded health"
             time.sleep(0.05)
         facts = f"/v1/sessions/{SESSION}/state/facts"

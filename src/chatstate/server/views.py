@@ -162,4 +162,13 @@ def event_json(event: Event) -> dict[str, JSONValue]:
 
 
 def state_json(doc: StateDoc) -> dict[str, JSONValue]:
-    return {"version": doc.version, "data": dict(doc.data), "updated_at": _time(doc.updated_at)}
+    """A branch's state over HTTP: ``data`` is the user's document (what ``PUT /state``
+    replaces), ``keeper`` the state keeper's bookkeeping (its cursors, health flags and
+    write marks, the ``_``-prefixed keys it keeps beside the document), read-only."""
+    data = dict(doc.data)
+    return {
+        "version": doc.version,
+        "data": {k: v for k, v in data.items() if not k.startswith("_")},
+        "keeper": {k: v for k, v in data.items() if k.startswith("_")},
+        "updated_at": _time(doc.updated_at),
+    }
