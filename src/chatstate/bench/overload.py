@@ -25,7 +25,6 @@ import argparse
 import asyncio
 import contextlib
 import os
-import socket
 import subprocess
 import sys
 import tempfile
@@ -36,6 +35,7 @@ from pathlib import Path
 from typing import Any
 
 from chatstate.bench.load import LoadReport, run_load
+from chatstate.testing.backends_redis import free_port  # the project's loopback port helper
 
 __all__ = ["OverloadResult", "main", "serve"]
 
@@ -62,19 +62,12 @@ class OverloadResult:
         )
 
 
-def _free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        port: int = s.getsockname()[1]
-        return port
-
-
 @contextlib.contextmanager
 def serve(folder: Path, max_in_flight: int) -> Iterator[str]:
     """``chatstate serve`` on SQLite in ``folder``, in a child process; yields its URL."""
     import httpx  # noqa: PLC0415 - the [server] extra brings it
 
-    port = _free_port()
+    port = free_port()
     env = {
         **os.environ,
         "CHATSTATE_MAX_IN_FLIGHT": str(max_in_flight),
