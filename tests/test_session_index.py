@@ -16,6 +16,7 @@ from chatstate.context.engine import ContextEngine
 from chatstate.context.session_index import IndexCache, SessionIndex, footprint
 from chatstate.model import Event, NewEvent
 from chatstate.store.sqlite import SQLiteStore
+from chatstate.testing.counting import CountingStore
 
 T = "acme"
 NOW = datetime(2026, 12, 2, tzinfo=UTC)
@@ -94,3 +95,45 @@ async def test_an_engine_over_its_ceiling_drops_and_rebuilds_an_index(
             assert len(tight._indexes) == 1
     assert tight._indexes.evicted == 5
     assert roomy._indexes.evicted == 0 and len(roomy._indexes) == 3
+
+
+def test_the_running_total_follows_growth_and_drops() -> None:
+    cache = IndexCache(max_sessions=10, max_bytes=10**9)
+    index = _index(["alpha " * 10])
+    cache.put((T, "s1", "main"), index)
+    first = index.size
+    events = [
+        Event(
+            seq=2, branch="main", kind="message", role="user", content="beta " * 40, created_at=NOW
+        )
+    ]
+    index.retriever.add(index.documents(events))  # the index grew after it was put
+    cache.put((T, "s1", "main"), index)
+    cache.put((T, "s1", "fork"), _index(["gamma"]))
+    assert cache.size == index.size + footprint("gamma") > first
+    cache.drop(T, "s1")
+    assert cache.size == 0 and not cache
+
+
+async def test_a_worker_with_hundreds_of_sessions_keeps_them_warm(store: SQLiteStore) -> None:
+    """At the old default of 256 branches, the 260 sessions below were each rebuilt from
+    their whole history on every build: one window read per build became a full scan."""
+    counting = CountingStore(store)
+    engine = ContextEngine(
+        counting.store, auto_compact=False, retriever_factory=BM25Retriever.for_messages
+    )
+    sessions = [f"w{i}" for i in range(260)]
+    for sid in sessions:
+        await store.create_session(tenant_id=T, session_id=sid)
+        events = [
+            NewEvent.message("user" if i % 2 == 0 else "assistant", f"m{i} {sid} " * 12)
+            for i in range(12)
+        ]
+        await store.append(tenant_id=T, session_id=sid, events=events)
+    for sid in sessions:  # cold: each indexes its history
+        await engine.build(sid, f"what about m3 {sid}", tenant_id=T, budget=300)
+    counting.reset()
+    for sid in sessions:  # warm: the window only
+        await engine.build(sid, f"what about m5 {sid}", tenant_id=T, budget=300)
+    assert engine._indexes.evicted == 0 and len(engine._indexes) == 260
+    assert counting.request_path() == {"read": 260, "get_state": 260}

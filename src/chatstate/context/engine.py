@@ -2,13 +2,15 @@
 
 Per turn it reads a bounded window (the newest events back to the newest summary, at most
 about twice the budget's worth or ``tail_limit`` events) and the state document of the
-branch it builds for (each branch keeps its own), never the whole history, so its cost
-follows the window and not the conversation. Retrieval keeps one in-process index per
-active branch (:mod:`chatstate.context.session_index`): a document per chat message,
-holding the message too, so hits and their neighbours cost no read. The indexes of one
-engine stay within ``max_sessions`` branches and ``max_index_bytes`` (512 MiB) of
-estimated memory, least recently used dropped first; :meth:`ContextEngine.forget` drops a
-session's. The decisions are made by the pure
+branch it builds for (each branch keeps its own), so a warm build's cost follows the
+window and not the conversation. Retrieval keeps one in-process index per active branch
+(:mod:`chatstate.context.session_index`): a document per chat message, holding the
+message too, so hits and their neighbours cost no read. The indexes of one engine stay
+within ``max_sessions`` (4,096) branches and ``max_index_bytes`` (512 MiB) of estimated
+memory, least recently used dropped first; :meth:`ContextEngine.forget` drops a
+session's. A *cold* build (the branch's first in this process, or its first after its
+index was dropped) reads the branch's history once to index it: the index is not kept in
+the store (see docs/benchmarks.md, issue 12). The decisions are made by the pure
 :func:`assemble`.
 
 Compaction runs off the request path: when turns no longer fit, the engine schedules a
@@ -41,7 +43,12 @@ from chatstate.context.manifest import Manifest
 from chatstate.context.pinned import render_state
 from chatstate.context.queries import fuse, sub_queries
 from chatstate.context.retrieval import Retriever
-from chatstate.context.session_index import DEFAULT_MAX_BYTES, IndexCache, SessionIndex
+from chatstate.context.session_index import (
+    DEFAULT_MAX_BYTES,
+    DEFAULT_MAX_SESSIONS,
+    IndexCache,
+    SessionIndex,
+)
 from chatstate.context.summaries import Summariser
 from chatstate.context.text import event_text
 from chatstate.context.tokens import counter_for, model_info
@@ -110,7 +117,7 @@ class ContextEngine:
         compact_to: float = 0.4,
         compact_step: float = 0.25,
         summary_tokens: int = 600,
-        max_sessions: int = 256,
+        max_sessions: int = DEFAULT_MAX_SESSIONS,
         max_index_bytes: int = DEFAULT_MAX_BYTES,
         count_model: str = "gpt-4o",
         auto_compact: bool = True,

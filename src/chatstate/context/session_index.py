@@ -29,13 +29,18 @@ from chatstate.context.text import event_text
 from chatstate.context.turns import Turn, message_tokens
 from chatstate.model import Event
 
-__all__ = ["DEFAULT_MAX_BYTES", "IndexCache", "SessionIndex", "footprint"]
+__all__ = ["DEFAULT_MAX_BYTES", "DEFAULT_MAX_SESSIONS", "IndexCache", "SessionIndex", "footprint"]
 
 Key = tuple[str, str, str]
 """(tenant, session, branch)."""
 
 DEFAULT_MAX_BYTES = 512 * 1024 * 1024
 """The default ceiling on the indexes one engine holds: 512 MiB of estimated footprint."""
+DEFAULT_MAX_SESSIONS = 4096
+"""The default ceiling on how many branches' indexes one engine holds. Memory is bounded
+by :data:`DEFAULT_MAX_BYTES`; this count only bounds the bookkeeping, so that a worker
+serving thousands of short sessions keeps them warm (at 256, a fleet with more active
+sessions than that rebuilt an index from the whole history on nearly every build)."""
 
 _CHAT_KINDS = frozenset({"message", "tool_call", "tool_result"})
 
@@ -120,12 +125,17 @@ class SessionIndex:
 class IndexCache:
     """The indexes of one engine, least recently used first (see the module docstring)."""
 
-    def __init__(self, max_sessions: int, max_bytes: int = DEFAULT_MAX_BYTES) -> None:
+    def __init__(
+        self, max_sessions: int = DEFAULT_MAX_SESSIONS, max_bytes: int = DEFAULT_MAX_BYTES
+    ) -> None:
         if max_sessions < 1 or max_bytes < 1:
             raise ValueError("max_sessions and max_bytes must be positive")
         self.max_sessions = max_sessions
         self.max_bytes = max_bytes
         self._items: OrderedDict[Key, SessionIndex] = OrderedDict()
+        self._sizes: dict[Key, int] = {}
+        """Each index's size when last put: the running total follows its growth."""
+        self._total = 0
         self.evicted = 0
         """Indexes dropped to stay within the bounds since the engine started."""
 
@@ -140,8 +150,8 @@ class IndexCache:
 
     @property
     def size(self) -> int:
-        """Estimated bytes held by every index."""
-        return sum(i.size for i in self._items.values())
+        """Estimated bytes held by every index (as of each one's last :meth:`put`)."""
+        return self._total
 
     def get(self, key: Key) -> SessionIndex | None:
         return self._items.get(key)
@@ -151,15 +161,17 @@ class IndexCache:
         others until both bounds hold again."""
         self._items[key] = index
         self._items.move_to_end(key)
-        total = self.size
+        self._total += index.size - self._sizes.get(key, 0)
+        self._sizes[key] = index.size
         while len(self._items) > 1 and (
-            len(self._items) > self.max_sessions or total > self.max_bytes
+            len(self._items) > self.max_sessions or self._total > self.max_bytes
         ):
-            _, dropped = self._items.popitem(last=False)
-            total -= dropped.size
+            gone, _ = self._items.popitem(last=False)
+            self._total -= self._sizes.pop(gone)
             self.evicted += 1
 
     def drop(self, tenant_id: str, session_id: str) -> None:
         """Forget every branch of a session (its text must not linger in memory)."""
         for key in [k for k in self._items if k[:2] == (tenant_id, session_id)]:
             del self._items[key]
+            self._total -= self._sizes.pop(key)
