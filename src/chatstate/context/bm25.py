@@ -27,7 +27,7 @@ import heapq
 import math
 import re
 from collections import Counter
-from collections.abc import Collection, Iterable, Mapping, Sequence
+from collections.abc import Collection, Mapping, Sequence
 from functools import lru_cache
 
 from chatstate.context.feedback import Feedback, expansion
@@ -271,13 +271,9 @@ class BM25Retriever:
             scores = self._expanded(weights, scores, feedback)
         ids = self._ids
         excluded = exclude if isinstance(exclude, set | frozenset) else set(exclude)
-        # (score, index) pairs compare in C, as a key function would in Python: the same
-        # order (indexes are unique, ties go to the newest), a third of the time.
-        candidates: Iterable[tuple[float, int]] = zip(scores.values(), scores, strict=True)
         if excluded:
-            candidates = ((s, i) for s, i in candidates if ids[i] not in excluded)
-        best = heapq.nlargest(k, candidates)
-        return [(ids[index], score) for score, index in best]
+            scores = {i: s for i, s in scores.items() if ids[i] not in excluded}
+        return [(ids[index], score) for score, index in _top(scores, k)]
 
     def _selective(self, terms: dict[str, None]) -> list[str]:
         """A long query's ``max_query_terms`` rarest indexed terms (the most selective, in
@@ -296,8 +292,7 @@ class BM25Retriever:
     ) -> dict[int, float]:
         """Scores again with the query expanded from its first hits (see
         :mod:`chatstate.context.feedback`); the first scores when nothing is added."""
-        best = heapq.nlargest(feedback.docs, zip(scores.values(), scores, strict=True))
-        first = [(self._document(index), score) for score, index in best]
+        first = [(self._document(index), score) for score, index in _top(scores, feedback.docs)]
         extra = expansion(
             first, weights, lambda term: len(self._postings[term][0]), len(self._ids), feedback
         )
@@ -339,3 +334,15 @@ class BM25Retriever:
                 part = lift * tf / (tf + base + per_length * lengths[index])
                 scores[index] = get(index, 0.0) + part
         return scores
+
+
+def _top(scores: dict[int, float], k: int) -> list[tuple[float, int]]:
+    """The ``k`` best ``(score, index)``, best first; ties go to the larger index (the
+    newer document): ``heapq.nlargest`` by ``(score, index)``, twice as fast. The k-th
+    best score is found among the bare floats (compared in C, no pair built), then only
+    the documents at or above it are paired and sorted. On 3,800 scores (a search at
+    10,000 bench turns): 1,043 -> 594 us for k = 104, 541 -> 308 us for k = 5."""
+    if len(scores) <= k:
+        return sorted(zip(scores.values(), scores, strict=True), reverse=True)
+    floor = heapq.nlargest(k, scores.values())[-1]
+    return sorted(((s, i) for i, s in scores.items() if s >= floor), reverse=True)[:k]
