@@ -14,6 +14,7 @@ from chatstate.context.assemble import (
     PRESETS,
     ContextPolicy,
     ContextRequest,
+    SummaryInput,
     assemble,
     intent_of,
     parse_policy,
@@ -113,6 +114,25 @@ def test_a_question_about_the_past_gives_retrieval_the_budget() -> None:
         COUNT,
     )
     assert {s for r in no_near.manifest.retrieved for s in r.seqs} == {3, 41}
+
+
+def test_the_summary_gives_way_when_retrieval_has_more_than_fits() -> None:
+    events = tail(60)
+    summary = SummaryInput(seq=200, from_seq=1, to_seq=80, text="user: Ann made a bowl.")
+    few = replace(request(events, "What colour was Ann's first bowl?", [3]), summary=summary)
+    many = replace(
+        request(events, "What colour was Ann's first bowl?", list(range(3, 80, 2))),
+        summary=summary,
+    )
+    follow = replace(request(events, "and then?", list(range(3, 80, 2))), summary=summary)
+    kept = assemble(few, ContextPolicy(), COUNT).manifest
+    assert kept.summary is not None and kept.sections["summary"] > 0
+    assert kept.reasons["summary"].startswith("up to")
+    # 39 candidates of 30 tokens cannot all fit in 600: the summary's room goes to them.
+    left = assemble(many, ContextPolicy(), COUNT).manifest
+    assert left.summary is None and left.sections["summary"] == 0
+    assert left.reasons["summary"].startswith("left out: 39 retrieved candidates (1170 tokens)")
+    assert assemble(follow, ContextPolicy(), COUNT).manifest.summary is not None
 
 
 def test_cost_preset_sends_at_most_its_fill() -> None:

@@ -7,7 +7,7 @@ from collections.abc import Collection, Sequence
 
 import pytest
 
-from chatstate.context.bm25 import BM25Retriever
+from chatstate.context.bm25 import AROUND, BM25Retriever
 from chatstate.context.embeddings import (
     FusedRetriever,
     default_retriever,
@@ -99,6 +99,29 @@ def test_previous_message_words_find_the_reply() -> None:
     assert _ids(half.search("sardines food", k=2)) == [4, 3]
     with pytest.raises(ValueError, match="previous"):
         BM25Retriever(previous=1.5)
+
+
+def test_around_lifts_a_message_inside_an_exchange_about_the_query() -> None:
+    docs = [
+        (1, "Ann: The garden needs water, the tomatoes look dry."),
+        (2, "Bob: We could fix the garden hose this weekend."),
+        (3, "Ann: The old hose leaks near the tap washer, I saw it."),
+        (4, "Bob: Buy a new hose and a tap washer then, the shop on the corner has them."),
+        *((i, f"Ann: note {i} about groceries and bills") for i in range(5, 20)),
+        (20, "Bob: A tap washer came in the post today."),
+        *((i, f"Bob: note {i} about groceries and bills") for i in range(21, 30)),
+    ]
+    plain, around = BM25Retriever(), BM25Retriever(around=(0.3, 0.15))
+    plain.add(docs)
+    around.add(docs)
+    # Alone, message 20 matches "tap washer" best (message 4 is longer).
+    assert _ids(plain.search("tap washer", k=1)) == [20]
+    # Around it, the exchange about the hose (1-4) lifts message 4 above the lone one.
+    assert _ids(around.search("tap washer", k=1)) == [4]
+    assert around.search("tap washer", k=5) == around.search("tap washer", k=5)
+    assert BM25Retriever.for_messages()._around == AROUND
+    with pytest.raises(ValueError, match="around"):
+        BM25Retriever(around=(-1.0,))
 
 
 class _Fixed:

@@ -159,6 +159,13 @@ def test_constraints_goal_and_questions() -> None:
     open_q = doc["open_questions"]
     assert isinstance(open_q, list) and [q["id"] for q in open_q] == ["q3"]  # type: ignore[index]
     assert constraints("It must be vegetarian.") == ["It must be vegetarian."]
+    assert constraints("It must have a lift. The room should have two beds.") == [
+        "It must have a lift.",
+        "The room should have two beds.",
+    ]
+    # An inference about the past sets nothing.
+    assert constraints("Wow, it must have been special at your wedding.") == []
+    assert constraints("That must have been tough. The trip should have started.") == []
     assert any(c.op == "resolve_question" and c.key == "q1" for c in changes)
 
 

@@ -12,8 +12,9 @@ Order of the output (stable, so a provider's prompt cache stays warm):
 1-3 are the *prefix*: they change only when the state changes or a new summary exists.
 The budget follows what the message needs (:func:`intent_of`): for a follow-up the recent
 window comes first and sections 2-4 each have a share; for a self-contained question
-about the past, retrieval may take all but a floor for the newest turns, and the state
-and summary shrink. What a section leaves unused flows to the recent window. Recent turns
+about the past, retrieval may take all but a floor for the newest turns, the state
+shrinks, and the summary shrinks or, when the retrieved candidates alone fill that room,
+gives way to them. What a section leaves unused flows to the recent window. Recent turns
 are kept whole, newest first; retrieved messages are packed best first (a long one cut
 to its sentences that share words with the message), then the messages around them,
 shown in log order under their date when the conversation has dates. The manifest's
@@ -266,6 +267,16 @@ def _pin_summary(
     share = policy.summary_share / (3 if draft.intent == "past" else 1)
     cap = min(draft.left, int(share * draft.budget))
     if draft.intent == "past":
+        offered = sum(turn.tokens for turn, _ in request.candidates)
+        room = draft.left - int(policy.recent_min_share * draft.budget)
+        if offered >= room:
+            # Retrieval has more of the conversation's own turns than fit: they say what a
+            # summary line would, with the words the question matched.
+            draft.reasons["summary"] = (
+                f"left out: {len(request.candidates)} retrieved candidates ({offered} "
+                f"tokens) fill the {room} tokens retrieval may take"
+            )
+            return
         draft.reasons["summary"] = (
             f"up to {cap} tokens: a third of its share, retrieval finds the turns themselves"
         )

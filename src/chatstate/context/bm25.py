@@ -32,7 +32,7 @@ from functools import lru_cache
 
 from chatstate.context.feedback import Feedback, expansion
 
-__all__ = ["DEFAULT_STOP_WORDS", "BM25Retriever", "tokenize"]
+__all__ = ["AROUND", "DEFAULT_STOP_WORDS", "BM25Retriever", "tokenize"]
 
 DEFAULT_STOP_WORDS: frozenset[str] = frozenset(
     """
@@ -47,6 +47,14 @@ DEFAULT_STOP_WORDS: frozenset[str] = frozenset(
     """.split()
 )
 """Short English stop-word list; contractions split on the apostrophe leave ``s``, ``ll``..."""
+
+AROUND = (0.3, 0.15)
+"""The weights :meth:`BM25Retriever.for_messages` gives the first scores of the messages
+one and two places away. Measured on LoCoMo (7 conversations, 1,510 evidence turns), the
+evidence found in the first 30 / 40 hits of the engine's retriever: 0.751 / 0.776
+without, 0.762 / 0.793 with (0.2, 0.1), 0.766 / 0.794 with (0.3, 0.15), 0.766 / 0.799
+with (0.4, 0.2) and 0.768 / 0.799 with (0.4, 0.2, 0.1); the same with a depth of 50, 100
+or 200 first hits."""
 
 _CJK = r"\u3040-\u30ff\u3400-\u4dbf\u4e00-\u9fff\uf900-\ufaff"
 _TOKEN = re.compile(rf"[{_CJK}]|[^\W_{_CJK}]+")
@@ -148,8 +156,12 @@ class BM25Retriever:
     ``previous``: each document also holds the previous document's terms, counted at this
     weight, so that a reply is found by the words of the question it answers (0: documents
     stand alone). ``feedback``: each search is run again with its query expanded from its
-    first hits (:mod:`chatstate.context.feedback`). :meth:`for_messages` is the setting
-    the context engine uses on a conversation's messages.
+    first hits (:mod:`chatstate.context.feedback`). ``around``: a document's score also
+    takes the first scores of the documents beside it, at these weights by distance (1,
+    2, ...), so that a message inside an exchange about the question outranks a lone one
+    that shares a word with it; it is applied to the ``around_depth`` best documents and
+    those beside them, so it costs O(depth), not O(matches). :meth:`for_messages` is the
+    setting the context engine uses on a conversation's messages.
     """
 
     @classmethod
@@ -157,7 +169,7 @@ class BM25Retriever:
         """BM25 over a conversation as the context engine uses it: one message a document,
         each also holding the previous message's words, and each query expanded from its
         first hits (measured in :mod:`chatstate.context.feedback`)."""
-        return cls(previous=1.0, feedback=Feedback())
+        return cls(previous=1.0, feedback=Feedback(), around=AROUND)
 
     def __init__(
         self,
@@ -169,6 +181,8 @@ class BM25Retriever:
         previous: float = 0.0,
         feedback: Feedback | None = None,
         max_query_terms: int = 12,
+        around: Sequence[float] = (),
+        around_depth: int = 50,
     ) -> None:
         if k1 < 0:
             raise ValueError(f"k1 must be >= 0, got {k1}")
@@ -185,6 +199,10 @@ class BM25Retriever:
         if max_query_terms < 1:
             raise ValueError(f"max_query_terms must be >= 1, got {max_query_terms}")
         self._max_terms = max_query_terms
+        if any(w < 0 for w in around) or around_depth < 1:
+            raise ValueError(f"around weights must be >= 0 and around_depth >= 1, got {around}")
+        self._around = tuple(around)
+        self._around_depth = around_depth
         self._ids: list[int] = []
         self._lengths: list[float] = []
         self._total_length = 0.0
@@ -269,6 +287,8 @@ class BM25Retriever:
         feedback = self._feedback
         if feedback is not None and len(weights) <= feedback.max_query_terms:
             scores = self._expanded(weights, scores, feedback)
+        if self._around:
+            scores = self._with_around(scores, k + len(exclude))
         ids = self._ids
         excluded = exclude if isinstance(exclude, set | frozenset) else set(exclude)
         if excluded:
@@ -297,6 +317,30 @@ class BM25Retriever:
             first, weights, lambda term: len(self._postings[term][0]), len(self._ids), feedback
         )
         return self._scores(extra, dict(scores)) if extra else scores
+
+    def _with_around(self, scores: dict[int, float], k: int) -> dict[int, float]:
+        """The ``max(k, around_depth)`` best documents and those beside them, scored again
+        with their neighbours' first scores added at the ``around`` weights (see the class
+        docstring). The ``k`` best are among them: each of the first ``depth`` keeps at
+        least its first score, which no document left out exceeds."""
+        depth = max(k, self._around_depth)
+        best = heapq.nlargest(depth, scores.items(), key=lambda item: (item[1], item[0]))
+        reach = len(self._around)
+        last = len(self._ids) - 1
+        near = {
+            j
+            for index, _ in best
+            for j in range(max(0, index - reach), min(last, index + reach) + 1)
+        }
+        get = scores.get
+        out: dict[int, float] = {}
+        for index in near:
+            total = get(index, 0.0)
+            for distance, weight in enumerate(self._around, 1):
+                total += weight * (get(index - distance, 0.0) + get(index + distance, 0.0))
+            if total > 0:
+                out[index] = total
+        return out
 
     def _document(self, index: int) -> dict[str, float]:
         """The terms the document at ``index`` was indexed with (its own and, with

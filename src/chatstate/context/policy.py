@@ -22,7 +22,8 @@ class ContextPolicy:
     or one that leans on the last turns: the recent window takes most of the budget);
     for a self-contained *question about the past* retrieval may take everything but
     ``recent_min_share``, and the summary and state shrink to a third and a half of
-    their shares (see :func:`intent_of`). The manifest's ``reasons`` says which applied.
+    their shares, the summary to nothing when the retrieved candidates fill that room
+    (see :func:`intent_of`). The manifest's ``reasons`` says which applied.
     Named presets: :data:`PRESETS` and :func:`parse_policy`.
     """
 

@@ -80,7 +80,9 @@ _REVERSE = re.compile(
 _CONSTRAINT = re.compile(
     r"\b(?:please\s+)?(?:do not|don't|never)\s+(?:call|phone|text|e-?mail|contact|message)\s+me\b"
     r"|\bonly\s+(?:contact|e-?mail|call|text|message|reach)\s+me\b"
+    # "must have been", "should have had": an inference about the past, not a constraint
     r"|\b(?:it|this|they|the \w+)\s+(?:must|has to|have to|needs to|need to|should)\s+"
+    r"(?!have\s+(?:been|had|gone|done|\w+ed)\b)"
     r"(?:be|have|include|support|work|fit|run|arrive|use|stay)\b"
     r"|\b(?:no more than|not more than|at most|under|below|less than|max(?:imum)? of)\s+"
     r"(?:[$€£]\s?\d|\d+\s*(?:dollars|euros|pounds|words|minutes|hours|days|pages|lines|kg))"
