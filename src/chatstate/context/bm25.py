@@ -324,12 +324,12 @@ class BM25Retriever:
         docstring). The ``k`` best are among them: each of the first ``depth`` keeps at
         least its first score, which no document left out exceeds."""
         depth = max(k, self._around_depth)
-        best = heapq.nlargest(depth, scores.items(), key=lambda item: (item[1], item[0]))
+        best = _top(scores, depth)
         reach = len(self._around)
         last = len(self._ids) - 1
         near = {
             j
-            for index, _ in best
+            for _, index in best
             for j in range(max(0, index - reach), min(last, index + reach) + 1)
         }
         get = scores.get
