@@ -5,6 +5,7 @@ and retrieves exactly what it did before."""
 
 from __future__ import annotations
 
+import dataclasses
 from collections.abc import AsyncIterator
 from datetime import UTC, datetime
 from pathlib import Path
@@ -13,6 +14,7 @@ import pytest
 
 from chatstate.context.bm25 import BM25Retriever
 from chatstate.context.engine import ContextEngine
+from chatstate.context.excerpts import line
 from chatstate.context.session_index import IndexCache, SessionIndex, footprint
 from chatstate.model import Event, NewEvent
 from chatstate.store.sqlite import SQLiteStore
@@ -51,6 +53,25 @@ def test_the_cache_keeps_within_its_count_and_bytes_never_dropping_the_one_in_us
     assert not cache
     with pytest.raises(ValueError, match="positive"):
         IndexCache(max_sessions=0)
+
+
+def test_line_tokens_counts_each_indexed_message_once_and_nothing_else() -> None:
+    index = _index(["alpha beta gamma.", "delta epsilon."])
+    texts: list[str] = []
+
+    def count(text: str) -> int:
+        texts.append(text)
+        return len(text)
+
+    tokens = index.line_tokens(count, "chars")
+    first = index.events[1]
+    assert tokens(first) == len(line(first)) == tokens(first)
+    assert texts == [line(first)]  # counted once, then kept
+    cut = dataclasses.replace(first, content="alpha")  # same seq, another text
+    assert tokens(cut) is None
+    assert index.line_tokens(count, "chars")(first) == len(line(first)) and len(texts) == 1
+    assert index.line_tokens(lambda t: 1, "ones")(first) == 1  # another tokenizer: afresh
+    assert index.line_counts == {1: 1}
 
 
 @pytest.fixture

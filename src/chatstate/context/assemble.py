@@ -94,6 +94,10 @@ class ContextRequest:
     """Per retrieved seq, the messages around it, sent when they fit after the hits."""
     dates: Mapping[int, str] = field(default_factory=dict)
     """The date of a retrieved message by seq (only when the conversation spans dates)."""
+    line_tokens: Callable[[Event], int | None] | None = None
+    """Tokens of a retrieved message's line (:func:`line`) when the caller keeps them
+    (the engine's index counts each once); counted here without it or when it gives
+    ``None``."""
 
 
 @dataclass(frozen=True, slots=True)
@@ -366,13 +370,15 @@ def _pack(
     labels: set[str] = set()
     cost = header_cost(count)
     dates = request.dates
+    kept = request.line_tokens
 
     def take(event: Event, score: float) -> bool:
         nonlocal cost
         if event.seq in chosen or event.seq in exclude:
             return False
         label = dates.get(event.seq)
-        extra = count(line(event)) + 1
+        known = kept(event) if kept is not None else None
+        extra = (count(line(event)) if known is None else known) + 1
         if label is not None and label not in labels:
             extra += count(date_line(label)) + 1
         if cost + extra > room:

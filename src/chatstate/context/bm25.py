@@ -27,7 +27,8 @@ import heapq
 import math
 import re
 from collections import Counter
-from collections.abc import Collection, Iterable, Mapping, Sequence
+from collections.abc import Collection, Mapping, Sequence
+from functools import lru_cache
 
 from chatstate.context.feedback import Feedback, expansion
 
@@ -124,13 +125,22 @@ def _raw_tokens(text: str) -> list[str]:
     return out
 
 
+@lru_cache(maxsize=16384)
+def _stemmed(word: str) -> str:
+    """``_stem(_fold(word))``, memoised: a query, the message :mod:`chatstate.context.
+    assemble` cuts sentences for and the sentences themselves are mostly words seen
+    before, and the two calls cost more than the lookup (155 words a bench turn)."""
+    return _stem(_fold(word))
+
+
 def tokenize(
     text: str, stop_words: Collection[str] = DEFAULT_STOP_WORDS, *, stem: bool = False
 ) -> list[str]:
     """The index terms of ``text``, in order, duplicates kept (``stem``: suffixes
     stripped as :class:`BM25Retriever` does by default)."""
-    terms = [_fold(t) for t in _raw_tokens(text) if t not in stop_words]
-    return [_stem(t) for t in terms] if stem else terms
+    if stem:
+        return [_stemmed(t) for t in _raw_tokens(text) if t not in stop_words]
+    return [_fold(t) for t in _raw_tokens(text) if t not in stop_words]
 
 
 class BM25Retriever:
@@ -281,11 +291,9 @@ class BM25Retriever:
             scores = self._with_around(scores, k + len(exclude))
         ids = self._ids
         excluded = exclude if isinstance(exclude, set | frozenset) else set(exclude)
-        candidates: Iterable[tuple[int, float]] = scores.items()
         if excluded:
-            candidates = ((i, s) for i, s in candidates if ids[i] not in excluded)
-        best = heapq.nlargest(k, candidates, key=lambda item: (item[1], item[0]))
-        return [(ids[index], score) for index, score in best]
+            scores = {i: s for i, s in scores.items() if ids[i] not in excluded}
+        return [(ids[index], score) for score, index in _top(scores, k)]
 
     def _selective(self, terms: dict[str, None]) -> list[str]:
         """A long query's ``max_query_terms`` rarest indexed terms (the most selective, in
@@ -304,8 +312,7 @@ class BM25Retriever:
     ) -> dict[int, float]:
         """Scores again with the query expanded from its first hits (see
         :mod:`chatstate.context.feedback`); the first scores when nothing is added."""
-        best = heapq.nlargest(feedback.docs, scores.items(), key=lambda item: (item[1], item[0]))
-        first = [(self._document(index), score) for index, score in best]
+        first = [(self._document(index), score) for score, index in _top(scores, feedback.docs)]
         extra = expansion(
             first, weights, lambda term: len(self._postings[term][0]), len(self._ids), feedback
         )
@@ -317,12 +324,12 @@ class BM25Retriever:
         docstring). The ``k`` best are among them: each of the first ``depth`` keeps at
         least its first score, which no document left out exceeds."""
         depth = max(k, self._around_depth)
-        best = heapq.nlargest(depth, scores.items(), key=lambda item: (item[1], item[0]))
+        best = _top(scores, depth)
         reach = len(self._around)
         last = len(self._ids) - 1
         near = {
             j
-            for index, _ in best
+            for _, index in best
             for j in range(max(0, index - reach), min(last, index + reach) + 1)
         }
         get = scores.get
@@ -371,3 +378,15 @@ class BM25Retriever:
                 part = lift * tf / (tf + base + per_length * lengths[index])
                 scores[index] = get(index, 0.0) + part
         return scores
+
+
+def _top(scores: dict[int, float], k: int) -> list[tuple[float, int]]:
+    """The ``k`` best ``(score, index)``, best first; ties go to the larger index (the
+    newer document): ``heapq.nlargest`` by ``(score, index)``, twice as fast. The k-th
+    best score is found among the bare floats (compared in C, no pair built), then only
+    the documents at or above it are paired and sorted. On 3,800 scores (a search at
+    10,000 bench turns): 1,043 -> 594 us for k = 104, 541 -> 308 us for k = 5."""
+    if len(scores) <= k:
+        return sorted(zip(scores.values(), scores, strict=True), reverse=True)
+    floor = heapq.nlargest(k, scores.values())[-1]
+    return sorted(((s, i) for i, s in scores.items() if s >= floor), reverse=True)[:k]

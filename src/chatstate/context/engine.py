@@ -282,6 +282,7 @@ class ContextEngine:
             stored_counts=counter_for(model).name == counter_for(self.count_model).name,
             neighbours=near,
             dates=dates,
+            line_tokens=self._line_tokens(key, model) if candidates else None,
         )
         out = assemble(request, policy, count)
         self._remember(self._prefixes, prefix_key, out.manifest.prefix_hashes)
@@ -413,6 +414,14 @@ class ContextEngine:
         ]
         hits = ranked[0][1] if len(ranked) == 1 else fuse(ranked, k)
         return index.hits(hits, _memo_counter(self.count_model))
+
+    def _line_tokens(self, key: _Key, model: str) -> Callable[[Event], int | None] | None:
+        """The lines' token counts that ``key``'s index keeps (see
+        :meth:`SessionIndex.line_tokens`), in ``model``'s tokenizer."""
+        index = self._indexes.get(key)
+        if index is None:
+            return None
+        return index.line_tokens(_memo_counter(model), counter_for(model).name)
 
     async def _index_up_to(self, key: _Key, index: SessionIndex, window: list[Event]) -> None:
         """Index the messages newer than ``index.upto`` (reading a gap once, cold)."""

@@ -78,19 +78,22 @@ def expansion(
         return {}
     mass: dict[str, float] = {}
     cap = max(feedback.min_df, feedback.max_share * n_docs)
+    idfs: dict[str, float] = {}  # each term's idf once, -1 if left out: hits share terms
     for terms, score in first:
         length = sum(terms.values())
         if score <= 0 or length <= 0:
             continue
         share = score / total / length
         for term, tf in terms.items():
-            if term in query:
-                continue
-            freq = df(term)
-            if freq < feedback.min_df or freq > cap:
-                continue
-            idf = math.log(1.0 + (n_docs - freq + 0.5) / (freq + 0.5))
-            mass[term] = mass.get(term, 0.0) + share * tf * idf
+            idf = idfs.get(term)
+            if idf is None:
+                freq = df(term)
+                left_out = term in query or freq < feedback.min_df or freq > cap
+                idf = idfs[term] = (
+                    -1.0 if left_out else math.log(1.0 + (n_docs - freq + 0.5) / (freq + 0.5))
+                )
+            if idf >= 0:
+                mass[term] = mass.get(term, 0.0) + share * tf * idf
     best = sorted(mass.items(), key=lambda item: (-item[1], item[0]))[: feedback.terms]
     if not best or best[0][1] <= 0:
         return {}

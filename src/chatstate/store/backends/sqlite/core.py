@@ -324,31 +324,35 @@ class SQLiteCore(StoreFront):
     def _read_inline(
         self, tenant_id: str, session_id: str, branch: str, ranges: tuple[SeqRange, ...]
     ) -> list[list[Event]] | None:
-        """A small read on the caller's thread, or ``None`` to use the worker thread.
+        """A small read on the caller's thread (:meth:`_inline`), or ``None`` to use the
+        worker thread."""
+        if sum(r.limit for r in ranges) > INLINE_READ_LIMIT:
+            return None
+        return self._inline(lambda db: self._read(tenant_id, session_id, branch, ranges, db))
 
-        WAL readers never wait for writers, so a read of a few dozen events costs less
-        than the hop to the worker thread. The reader connection has ``busy_timeout=0``:
-        if SQLite would make it wait (recovery, another thread using it), we give up at
-        once and the worker thread does the read instead.
+    def _inline(self, fn: Callable[[sqlite3.Connection], R]) -> R | None:
+        """``fn`` on the read-only connection, on the caller's thread, or ``None`` to use
+        the worker thread.
+
+        WAL readers never wait for writers, so a small read costs less than the hop to
+        the worker thread. The reader connection has ``busy_timeout=0``: if SQLite would
+        make it wait (recovery, another thread using it), we give up at once and the
+        worker thread does the read instead. ``fn`` is left no open transaction.
         """
         reader = self._reader
-        if (
-            reader is None
-            or sum(r.limit for r in ranges) > INLINE_READ_LIMIT
-            or not self._reader_lock.acquire(False)
-        ):
+        if reader is None or not self._reader_lock.acquire(False):
             return None
         try:
-            return self._read(tenant_id, session_id, branch, ranges, reader)
+            return fn(reader)
         except sqlite3.OperationalError as exc:
-            if reader.in_transaction:
-                reader.rollback()
             if "locked" in str(exc) or "busy" in str(exc):
                 return None
             raise translate(exc) from exc
         except sqlite3.Error as exc:
             raise translate(exc) from exc
         finally:
+            if reader.in_transaction:
+                reader.rollback()
             self._reader_lock.release()
 
 

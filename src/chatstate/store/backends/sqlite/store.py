@@ -21,6 +21,7 @@ Durability (``synchronous``, WAL mode):
 from __future__ import annotations
 
 import logging
+import sqlite3
 from datetime import datetime
 from pathlib import Path
 from urllib.parse import parse_qs, urlsplit
@@ -347,21 +348,26 @@ class SQLiteStore(SQLiteCore):
     async def _p_get_state(
         self, tenant_id: str, session_id: str, branch: str, now: datetime
     ) -> StateDoc:
-        def run() -> StateDoc:
-            db = self._db
+        def run(db: sqlite3.Connection | None = None) -> StateDoc:
+            db = db or self._db
             db.execute("BEGIN")  # one snapshot for the branch and its document
-            sid, _ = self._session_row(tenant_id, session_id)
-            self._branch_exists(sid, branch)
-            row = db.execute(
-                "SELECT version, data, updated_us FROM state WHERE sid = ? AND branch = ?",
-                (sid, branch),
-            ).fetchone()
-            db.execute("COMMIT")
+            try:
+                sid, _ = self._session_row(tenant_id, session_id, db)
+                self._branch_exists(sid, branch, db)
+                row = db.execute(
+                    "SELECT version, data, updated_us FROM state WHERE sid = ? AND branch = ?",
+                    (sid, branch),
+                ).fetchone()
+            finally:
+                db.execute("COMMIT")
             if row is None:
                 return StateDoc(version=0, data={})
             return StateDoc(version=row[0], data=json_obj(row[1]), updated_at=from_us(row[2]))
 
-        return await self._call(run)
+        # Read on the caller's thread like a small event read: one build reads the state
+        # document every turn, and the hop to the worker cost more than the read.
+        found = self._inline(run)
+        return found if found is not None else await self._call(run)
 
     async def _p_put_state(
         self,
@@ -393,10 +399,12 @@ class SQLiteStore(SQLiteCore):
 
         return await self._call(run)
 
-    def _branch_exists(self, sid: int, branch: str) -> None:
-        found = self._db.execute(
-            "SELECT 1 FROM branches WHERE sid = ? AND name = ?", (sid, branch)
-        ).fetchone()
+    def _branch_exists(self, sid: int, branch: str, db: sqlite3.Connection | None = None) -> None:
+        found = (
+            (db or self._db)
+            .execute("SELECT 1 FROM branches WHERE sid = ? AND name = ?", (sid, branch))
+            .fetchone()
+        )
         if found is None:
             raise BranchNotFound(f"branch {branch!r} not found")
 
