@@ -207,8 +207,11 @@ async def test_tool_results_are_paired_when_written(store: SQLiteStore) -> None:
             [NewEvent(kind="tool_result", role="tool", content="?", tool_call_id="nope")],
             tenant_id=T,
         )
-    await engine.append("s", [result], tenant_id=T)
-    with pytest.raises(ValidationError):  # answered twice
+    recent = await store.read_last(tenant_id=T, session_id="s", n=8)
+    with pytest.raises(ValidationError, match="call_9"):  # given the window, all the rules
+        await engine.append("s", [NewEvent.message("user", "hm?")], tenant_id=T, recent=recent)
+    await engine.append("s", [result], tenant_id=T, recent=recent)
+    with pytest.raises(ValidationError, match="already has a result"):  # answered twice
         await engine.append("s", [result], tenant_id=T)
     assert len(await store.read(tenant_id=T, session_id="s")) == 3
 

@@ -25,6 +25,7 @@ from chatstate.server import ServerConfig, create_app, create_key
 from chatstate.server.auth import RESPONSES_TENANT
 from chatstate.store.memory import MemoryStore
 from chatstate.store.protocol import Store
+from chatstate.testing.counting import CountingStore
 from chatstate.testing.plugin import MakeStore
 from helpers.fake_openai import FakeOpenAI, FakeReply, RecordedRequest
 from test_server_support import LiveServer, auth, live_server
@@ -290,8 +291,9 @@ async def test_the_gateway_checks_tool_pairing_before_storing_anything() -> None
     gets a 422 naming the call and nothing is stored; the result, then, is accepted."""
     call = {"id": "call_7", "type": "function", "function": {"name": "f", "arguments": "{}"}}
     replies = [FakeReply(content=None, tool_calls=(call,)), FakeReply(content="done")]
+    counting = CountingStore(MemoryStore())
     with FakeOpenAI(lambda _r: replies.pop(0)) as fake:
-        async with rig(fake) as r:
+        async with rig(fake, counting.store) as r:
             client = r.client()
             first = await client.chat.completions.create(
                 model="m",
@@ -313,10 +315,13 @@ async def test_the_gateway_checks_tool_pairing_before_storing_anything() -> None
             assert "call_7" in refused.value.message, refused.value.message
             kinds = [(e["kind"], e.get("role")) for e in await r.log("tp")]
             assert kinds == [("message", "user"), ("tool_call", "assistant")]
+            counting.reset()
             answered = await client.chat.completions.create(
                 model="m",
                 messages=[*asked, {"role": "tool", "tool_call_id": "call_7", "content": "42"}],  # type: ignore[list-item]
                 extra_body={"session_id": "tp"},
             )
             assert answered.choices[0].message.content == "done"
+            # The pairing window is the page the open-turn check read: no second read.
+            assert counting.request_path()["read_last"] == 0, counting.request_path()
             await client.close()

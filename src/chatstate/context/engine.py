@@ -40,6 +40,7 @@ from chatstate.context.assemble import (
     parse_policy,
 )
 from chatstate.context.manifest import Manifest
+from chatstate.context.pairing import check_tool_pairing, needs_pairing_window
 from chatstate.context.pinned import render_state
 from chatstate.context.queries import fuse, sub_queries
 from chatstate.context.retrieval import Retriever
@@ -165,10 +166,23 @@ class ContextEngine:
         branch: str = "main",
         expected_seq: int | None = None,
         idempotency_key: str | None = None,
+        recent: Sequence[Event] | None = None,
     ) -> AppendResult:
         """``store.append`` with each event's token count filled in (counted once, with
-        :attr:`count_model`'s tokenizer)."""
-        await self._check_tool_results(tenant_id, session_id, branch, events)
+        :attr:`count_model`'s tokenizer), after tool pairing is checked
+        (:func:`~chatstate.context.pairing.check_tool_pairing`, 422 naming the call).
+
+        ``recent``: the branch's newest events, oldest first, when the caller has read
+        them already (the API routes' pairing window): pairing is checked on them with no
+        read. Without it, the newest events are read only when the append holds a tool
+        result whose call is not in it; a chat message appended while a call is open is
+        then not refused (the routes pass ``recent`` for that)."""
+        if recent is None and needs_pairing_window(events):
+            recent = await self.store.read_last(
+                tenant_id=tenant_id, session_id=session_id, branch=branch, n=_PAGE
+            )
+        if recent is not None:
+            check_tool_pairing(recent, events)
         count = _memo_counter(self.count_model)
         counted = [
             e if e.token_count is not None else replace(e, token_count=count(event_text(e)))
@@ -182,30 +196,6 @@ class ContextEngine:
             expected_seq=expected_seq,
             idempotency_key=idempotency_key,
         )
-
-    async def _check_tool_results(
-        self, tenant_id: str, session_id: str, branch: str, events: Sequence[NewEvent]
-    ) -> None:
-        """Refuse a tool result whose call is neither in this append nor among the
-        session's newest events: saved once, an orphan would break every later request."""
-        asked = {c.id for e in events for c in e.tool_calls}
-        loose = [
-            e.tool_call_id
-            for e in events
-            if e.kind == "tool_result" and e.tool_call_id not in asked
-        ]
-        if not loose:
-            return
-        recent = await self.store.read_last(
-            tenant_id=tenant_id, session_id=session_id, branch=branch, n=_PAGE
-        )
-        asked |= {c.id for e in recent for c in e.tool_calls}
-        answered = {e.tool_call_id for e in recent if e.kind == "tool_result"}
-        for call_id in loose:
-            if call_id not in asked or call_id in answered:
-                raise ValidationError(
-                    f"tool result for {call_id!r} has no open tool call in this session"
-                )
 
     # -- building -----------------------------------------------------------------------
 

@@ -6,9 +6,10 @@
   refused before its session is created.
 * :func:`check_message` does the same for a loose message (``/context``'s ``message`` and
   ``system``).
-* :func:`check_tool_pairing` keeps tool calls and their results paired on write: a second
-  result for one call, a chat message while a call is unanswered, and a result for a call
-  the conversation has moved past are refused with a 422 that names the call.
+
+Tool call/result pairing on write is :func:`chatstate.context.pairing.check_tool_pairing`,
+run by :meth:`ContextEngine.append <chatstate.context.engine.ContextEngine.append>` on the
+newest events a route has read.
 """
 
 from __future__ import annotations
@@ -16,7 +17,7 @@ from __future__ import annotations
 from collections.abc import Sequence
 
 from chatstate.errors import TooLarge, ValidationError
-from chatstate.model import Event, NewEvent
+from chatstate.model import NewEvent
 from chatstate.store.codec import encode_appends
 from chatstate.store.protocol import Store
 from chatstate.store.rules import StoreLimits, check_text
@@ -25,7 +26,6 @@ __all__ = [
     "check_events",
     "check_message",
     "check_messages",
-    "check_tool_pairing",
     "limits_of",
 ]
 
@@ -66,65 +66,3 @@ def check_message(text: str | None, field: str, limits: StoreLimits) -> None:
     ):
         raise TooLarge(f"{field} is over {limits.max_event_bytes} bytes")
     check_text(text, field)
-
-
-def check_tool_pairing(recent: Sequence[Event], events: Sequence[NewEvent]) -> None:
-    """Refuse an append that would break tool call/result pairing (422 naming the call).
-
-    ``recent`` is the branch's newest events, oldest first; ``events`` the new ones. A
-    call is *open* from its ``tool_call`` event until its result; any other chat message
-    closes the conversation's open calls: a user (or assistant) message while one is open
-    is refused, and so is a result for a call that is answered or no longer open.
-    """
-    open_calls: list[str] = []
-    answered: set[str] = set()
-    closed: set[str] = set()
-    for event in recent:
-        if event.unreadable is None:
-            _step(event.kind, event, open_calls, answered, closed, None)
-    for index, new in enumerate(events):
-        _step(new.kind, new, open_calls, answered, closed, index)
-
-
-def _step(
-    kind: str,
-    event: Event | NewEvent,
-    open_calls: list[str],
-    answered: set[str],
-    closed: set[str],
-    index: int | None,
-) -> None:
-    """Advance the pairing state by one event; raise only for new events (``index``)."""
-    where = f"events[{index}]"
-    if kind == "tool_call":
-        if open_calls and index is not None:
-            raise ValidationError(
-                f"{where}: tool call {open_calls[0]!r} is still unanswered; "
-                "append its tool result first"
-            )
-        closed.update(open_calls)
-        open_calls[:] = [c.id for c in event.tool_calls]
-    elif kind == "tool_result":
-        call = event.tool_call_id or ""
-        if call in open_calls:
-            open_calls.remove(call)
-            answered.add(call)
-            return
-        if index is None:
-            return
-        if call in answered:
-            raise ValidationError(f"{where}: tool call {call!r} already has a result")
-        if call in closed:
-            raise ValidationError(
-                f"{where}: tool call {call!r} was left unanswered and the conversation "
-                "moved on; its result is too late"
-            )
-        raise ValidationError(f"{where}: no tool call {call!r} in this conversation")
-    elif kind == "message":
-        if open_calls and index is not None:
-            raise ValidationError(
-                f"{where}: tool call {open_calls[0]!r} is unanswered; append its tool "
-                "result before the next message"
-            )
-        closed.update(open_calls)
-        open_calls.clear()

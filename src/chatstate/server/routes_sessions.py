@@ -36,7 +36,7 @@ from chatstate.server.deps import (
     etag,
 )
 from chatstate.server.errors import PreconditionFailed
-from chatstate.server.inputs import check_events, check_message, check_tool_pairing, limits_of
+from chatstate.server.inputs import check_events, check_message, limits_of
 from chatstate.server.views import (
     AppendBody,
     ContextBody,
@@ -191,11 +191,11 @@ async def append_events(
     events = [to_new_event(raw, i) for i, raw in enumerate(body.events)]
     check_write(who, events, None)
     check_events(events, limits_of(svc.store))  # 422/413 before a token is counted
-    if any(e.kind in _CHAT_KINDS for e in events):
+    recent = None
+    if any(e.kind in _CHAT_KINDS for e in events):  # tool pairing is checked on these
         recent = await svc.store.read_last(
             tenant_id=who.tenant, session_id=session_id, branch=branch, n=_PAIRING_WINDOW
         )
-        check_tool_pairing(recent, events)
     expected = if_match if if_match is not None else body.expected_seq
     try:
         result = await svc.engine.append(
@@ -205,6 +205,7 @@ async def append_events(
             branch=branch,
             expected_seq=expected,
             idempotency_key=key,
+            recent=recent,
         )
     except SeqConflict as exc:
         if if_match is None:

@@ -51,7 +51,7 @@ from chatstate.openai_format import from_openai
 from chatstate.server.auth import Principal, check_write
 from chatstate.server.config import ServerConfig
 from chatstate.server.errors import ResponseExpired, ResponseNotFound, TurnInProgress
-from chatstate.server.inputs import check_messages, check_tool_pairing, limits_of
+from chatstate.server.inputs import check_messages, limits_of
 from chatstate.server.stream_writer import Record
 from chatstate.server.streams import ResponseInfo, ResponseLog
 from chatstate.store.protocol import Store
@@ -131,12 +131,13 @@ class TurnOpener(ABC):
             last = recent[-1] if recent else None
         new = drafts if head == 0 else _newest(drafts)
         check_write(principal, new, last)
-        check_tool_pairing(recent, new)  # a broken pair would fail every later turn
         stamp: dict[str, JSONValue] = {"chatstate": {"response_id": rid}}
         new[-1] = replace(new[-1], data={**new[-1].data, **stamp})
         for attempt in range(3):
             try:
                 try:
+                    # Tool pairing is checked on the page read above: a broken pair
+                    # would fail every later turn.
                     appended = await self.engine.append(
                         session_id,
                         new,
@@ -144,6 +145,7 @@ class TurnOpener(ABC):
                         branch=turn.branch,
                         expected_seq=head,
                         idempotency_key=f"{rid}.in",
+                        recent=recent,
                     )
                 except IdempotencyMismatch:
                     if len(new) == len(drafts):
@@ -253,7 +255,8 @@ class TurnOpener(ABC):
         first, paging back from the head past any number of state and summary events
         (the first page almost always holds it). The newest of them is the open-turn
         record (see the module docstring); all of them are the window in which the new
-        input's tool calls and results must pair (:func:`check_tool_pairing`)."""
+        input's tool calls and results must pair
+        (:func:`~chatstate.context.pairing.check_tool_pairing`)."""
         head, before, limit = 0, None, 32
         while True:
             page = await self.store.read(
