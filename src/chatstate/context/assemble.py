@@ -9,7 +9,9 @@ Order of the output (stable, so a provider's prompt cache stays warm):
 5. the most recent turns, verbatim, as chat messages;
 6. the current message.
 
-1-3 are the *prefix*: they change only when the state changes or a new summary exists.
+1-3 are the *prefix*: they change when the state changes, a new summary exists, or the
+message's intent changes what state and summary get (``stable_prefix_tokens`` says how
+much stayed).
 The budget follows what the message needs (:func:`intent_of`): for a follow-up the recent
 window comes first and sections 2-4 each have a share; for a self-contained question
 about the past, retrieval may take all but a floor for the newest turns, the state
