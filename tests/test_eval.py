@@ -261,10 +261,13 @@ def test_cli_eval_context_writes_table_json_and_skips_missing_sets(
     assert main([*argv, "--out", str(out), "--policy", "retrieve_k=3"]) == 0
     captured = capsys.readouterr()
     assert "locomo: 1 conversations, 2 questions" in captured.out
+    assert "; policy: retrieve_k=3" in captured.out and "retriever: " in captured.out
     assert "skipped: lost_in_conversation" in captured.err
     document = json.loads((out / "context-recall.json").read_text())
     assert document["options"]["policy"]["retrieve_k"] == 3
     assert len(document["records"]) == 2
+    assert main([*argv, "--out", str(out), "--retriever", "bm25"]) == 0
+    assert "retriever: bm25; policy: balanced\n" in capsys.readouterr().out
     assert main([*argv, "--out", str(out), "--policy", "retrieve_k"]) == 2
     assert main([*argv, "--datasets", "nope"]) == 2
     empty = ["eval", "context", "--datasets-dir", str(tmp_path / "none"), "--out", str(out)]

@@ -112,6 +112,16 @@ class _Tally(logging.Handler):
         self.counts[f"{record.name}: {record.msg}"] += 1
 
 
+def _setting(opts: EvalOptions, policy: str) -> str:
+    """The retriever and policy a run used, said first: ``auto`` is fused once the
+    ``[embeddings]`` extra is installed, so the same command measures another engine."""
+    used = resolve_retriever(opts.retriever)
+    why = ""
+    if opts.retriever == "auto":
+        why = " (auto: the [embeddings] extra is installed)" if used == "fused" else " (auto)"
+    return f"retriever: {used}{why}; policy: {policy or 'balanced'}"
+
+
 async def eval_context(ctx: Context, args: argparse.Namespace) -> int:
     budgets = tuple(sorted(_ints(args.budgets, "--budgets")))
     if args.limit is not None and args.limit <= 0:
@@ -172,6 +182,7 @@ async def eval_context(ctx: Context, args: argparse.Namespace) -> int:
     if ctx.as_json:
         print_json(ctx, {"options": options, "summary": summary})  # type: ignore[dict-item]
     else:
+        ctx.out.write(f"{_setting(opts, args.policy)}\n")
         report.write_table(summary, ctx.out, model=opts.model)
     ctx.err.write(f"{why}\n" if why else f"chart: {args.out / 'context-recall.png'}\n")
     ctx.err.write(f"raw results: {args.out / 'context-recall.json'}\n")
