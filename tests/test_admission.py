@@ -5,12 +5,18 @@ and the probes still answer. (Latency figures at twice saturation: docs/reliabil
 from __future__ import annotations
 
 import asyncio
-from collections.abc import Sequence
+import time
+from collections.abc import MutableMapping, Sequence
+from typing import Any
 
 import httpx
+import pytest
+from starlette.types import Receive, Scope, Send
 
+from chatstate.errors import ValidationError
 from chatstate.model import AppendResult, NewEvent
 from chatstate.server import ServerConfig, create_app
+from chatstate.server.admission import Admission, Gate, LagControl
 from chatstate.store import MemoryStore
 from test_server_support import live_server
 
@@ -155,3 +161,85 @@ async def test_streams_have_a_bound_of_their_own() -> None:
                 async for _ in stream.aiter_lines():
                     pass
             assert app.state.stream_admission.peak == 1
+
+
+def test_the_bound_falls_by_a_fifth_when_the_loop_stays_late_and_climbs_when_used() -> None:
+    rule = LagControl(floor=4, ceiling=64, target=0.002)
+    assert rule.next(20, 0.003, bound_reached=False) == 16
+    assert rule.next(4.5, 0.050, bound_reached=True) == 4  # never under the floor
+    assert rule.next(20, 0.0005, bound_reached=True) == 25
+    assert rule.next(2, 0.0005, bound_reached=True) == 3  # at least one more
+    assert rule.next(60, 0.0005, bound_reached=True) == 64  # never over the ceiling
+    # Unused, or neither late nor early: unchanged.
+    assert rule.next(20, 0.0005, bound_reached=False) == 20
+    assert rule.next(20, 0.0015, bound_reached=True) == 20
+
+
+def test_a_floor_at_or_over_the_limit_is_a_fixed_bound() -> None:
+    assert Gate(4, floor=4).control is None and Gate(4, floor=4).bound == 4
+    assert Gate(1, floor=4).bound == 1
+    adaptive = Gate(64, floor=4)
+    assert adaptive.control is not None and adaptive.bound == 4  # starts at the floor
+    with pytest.raises(ValidationError):
+        ServerConfig(min_in_flight=0)
+
+
+async def _hammer(admission: Admission, clients: int, seconds: float) -> dict[int, int]:
+    """``clients`` closed-loop callers of ``admission`` for ``seconds``; statuses counted.
+    A refused caller waits 5 ms before it asks again."""
+    statuses: dict[int, int] = {}
+    scope = {"type": "http", "path": "/v1/sessions/s/events", "method": "POST", "headers": []}
+    end = time.monotonic() + seconds
+
+    async def receive() -> dict[str, object]:
+        return {"type": "http.request", "body": b"", "more_body": False}
+
+    async def client() -> None:
+        status: list[int] = []
+
+        async def send(message: MutableMapping[str, Any]) -> None:
+            if message["type"] == "http.response.start":
+                status.append(message["status"])
+
+        while time.monotonic() < end:
+            await admission(scope, receive, send)
+            code = status.pop()
+            statuses[code] = statuses.get(code, 0) + 1
+            if code == 503:
+                await asyncio.sleep(0.005)
+
+    await asyncio.gather(*(client() for _ in range(clients)))
+    return statuses
+
+
+async def _answer(send: Send) -> None:
+    await send({"type": "http.response.start", "status": 201, "headers": []})
+    await send({"type": "http.response.body", "body": b"{}"})
+
+
+async def test_requests_waiting_on_io_raise_the_bound_cpu_bound_ones_keep_it_at_the_floor() -> None:
+    """The adaptive bound admits many requests that wait on I/O (the loop stays on time)
+    and few that work on the loop (each makes the others late)."""
+
+    async def waits_on_io(scope: Scope, receive: Receive, send: Send) -> None:
+        await asyncio.sleep(0.05)  # a remote database, say
+        await _answer(send)
+
+    io_gate = Gate(64, floor=4)
+    statuses = await _hammer(Admission(waits_on_io, gate=io_gate), clients=48, seconds=1.5)
+    # A fixed bound of 4 admits at most 4 at a time; here the loop stayed on time.
+    assert io_gate.peak >= 16, (io_gate.peak, io_gate.bound, statuses)
+
+    async def works_on_the_loop(scope: Scope, receive: Receive, send: Send) -> None:
+        for _ in range(2):
+            end = time.perf_counter() + 0.005
+            while time.perf_counter() < end:  # 5 ms of CPU, then yield
+                pass
+            await asyncio.sleep(0)
+        await _answer(send)
+
+    cpu_gate = Gate(64, floor=4)
+    statuses = await _hammer(Admission(works_on_the_loop, gate=cpu_gate), clients=48, seconds=1.0)
+    assert statuses.get(201, 0) > 0 and statuses.get(503, 0) > 0
+    assert cpu_gate.peak <= 8, (cpu_gate.peak, cpu_gate.bound, statuses)
+    assert cpu_gate.bound <= 8

@@ -35,6 +35,7 @@ from pathlib import Path
 from typing import Any
 
 from chatstate.bench.load import LoadReport, run_load
+from chatstate.server.config import ServerConfig
 from chatstate.testing.backends_redis import free_port  # the project's loopback port helper
 
 __all__ = ["OverloadResult", "main", "serve"]
@@ -63,7 +64,7 @@ class OverloadResult:
 
 
 @contextlib.contextmanager
-def serve(folder: Path, max_in_flight: int) -> Iterator[str]:
+def serve(folder: Path, max_in_flight: int, min_in_flight: int | None = None) -> Iterator[str]:
     """``chatstate serve`` on SQLite in ``folder``, in a child process; yields its URL."""
     import httpx  # noqa: PLC0415 - the [server] extra brings it
 
@@ -71,6 +72,7 @@ def serve(folder: Path, max_in_flight: int) -> Iterator[str]:
     env = {
         **os.environ,
         "CHATSTATE_MAX_IN_FLIGHT": str(max_in_flight),
+        "CHATSTATE_MIN_IN_FLIGHT": str(min_in_flight or max_in_flight),
         "CHATSTATE_RATE_PER_SECOND": "1000000",
         "CHATSTATE_RATE_BURST": "1000000",
     }
@@ -137,12 +139,23 @@ def _line(name: str, r: LoadReport) -> str:
     )
 
 
+def _bound(url: str) -> str:
+    """The server's admission bound now (``/metrics``), for the phase lines."""
+    import httpx  # noqa: PLC0415 - the [server] extra brings it
+
+    with contextlib.suppress(httpx.HTTPError):
+        for row in httpx.get(url + "/metrics", timeout=5).text.splitlines():
+            if row.startswith("chatstate_admission_bound "):
+                return row.split()[1]
+    return "?"
+
+
 async def measure(
     url: str, *, sessions: int, clients: int, probe: float, duration: float
 ) -> OverloadResult:
     sat = await run_load(url, sessions=sessions, rate=0, duration=probe, clients=clients, raw=True)
     saturation = sat.ok / max(sat.seconds, 1e-9)
-    print(_line(f"saturation ({clients} clients)", sat), flush=True)
+    print(_line(f"saturation ({clients} clients)", sat) + f"; bound {_bound(url)}", flush=True)
     print(f"  saturation rate S = {saturation:,.0f} req/s", flush=True)
     wide: dict[str, Any] = {
         "connections": 1024,
@@ -151,11 +164,17 @@ async def measure(
     half = await run_load(
         url, sessions=sessions, rate=saturation / 2, duration=duration, seed=2, **wide
     )
-    print(_line(f"half (S/2 = {saturation / 2:,.0f} req/s)", half), flush=True)
+    print(
+        _line(f"half (S/2 = {saturation / 2:,.0f} req/s)", half) + f"; bound {_bound(url)}",
+        flush=True,
+    )
     over = await run_load(
         url, sessions=sessions, rate=2 * saturation, duration=duration, seed=3, **wide
     )
-    print(_line(f"overload (2S = {2 * saturation:,.0f} req/s)", over), flush=True)
+    print(
+        _line(f"overload (2S = {2 * saturation:,.0f} req/s)", over) + f"; bound {_bound(url)}",
+        flush=True,
+    )
     return OverloadResult(saturation, half, over)
 
 
@@ -165,24 +184,42 @@ def main(argv: list[str] | None = None) -> int:
         description=__doc__,
         formatter_class=argparse.RawDescriptionHelpFormatter,
     )
-    parser.add_argument("--max-in-flight", type=int, default=64, help="the server's bound")
+    default = ServerConfig()
+    parser.add_argument(
+        "--max-in-flight", type=int, default=default.max_in_flight, help="the server's bound"
+    )
+    parser.add_argument(
+        "--min-in-flight",
+        type=int,
+        default=default.min_in_flight,
+        help="where the adaptive bound starts and its floor (= --max-in-flight: fixed)",
+    )
     parser.add_argument("--sessions", type=int, default=50)
-    parser.add_argument("--clients", type=int, default=32, help="closed-loop clients (phase 1)")
+    parser.add_argument(
+        "--clients",
+        type=int,
+        default=None,
+        help="closed-loop clients of phase 1 (default: --min-in-flight, so that none is "
+        "refused: a refused closed-loop client sends again at once, and the probe then "
+        "measures refusals)",
+    )
     parser.add_argument("--probe", type=float, default=5.0, help="seconds of phase 1")
     parser.add_argument("--duration", type=float, default=10.0, help="seconds of phases 2, 3")
     args = parser.parse_args(argv)
     with (
         tempfile.TemporaryDirectory(prefix="chatstate-overload-") as tmp,
-        serve(Path(tmp), args.max_in_flight) as url,
+        serve(Path(tmp), args.max_in_flight, args.min_in_flight) as url,
     ):
         print(
-            f"overload: chatstate serve on SQLite, max_in_flight={args.max_in_flight}", flush=True
+            f"overload: chatstate serve on SQLite, in flight between {args.min_in_flight} "
+            f"and {args.max_in_flight}",
+            flush=True,
         )
         result = asyncio.run(
             measure(
                 url,
                 sessions=args.sessions,
-                clients=args.clients,
+                clients=args.clients or args.min_in_flight,
                 probe=args.probe,
                 duration=args.duration,
             )

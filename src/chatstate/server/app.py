@@ -20,7 +20,7 @@ from chatstate.context.engine import ContextEngine
 from chatstate.errors import ChatstateError
 from chatstate.health import HealthMetrics
 from chatstate.server import errors, ui
-from chatstate.server.admission import Admission, Gate
+from chatstate.server.admission import Admission, Gate, gate_gauges
 from chatstate.server.auth import KeyRing
 from chatstate.server.config import ServerConfig, is_loopback
 from chatstate.server.deps import Services, services
@@ -124,7 +124,7 @@ def create_app(config: ServerConfig | None = None, *, store: Store | None = None
     ui.install(app)  # the inspector at /ui and the offline /docs
     _add_operations(app, metrics)
     app.add_middleware(BodyLimit, max_bytes=config.max_body_bytes)
-    app.state.admission = gate = Gate(config.max_in_flight)
+    app.state.admission = gate = Gate(config.max_in_flight, floor=config.min_in_flight)
     app.state.stream_admission = streams = Gate(config.max_streams)
     # Before the body is read; gateway turns against their own bound.
     app.add_middleware(Admission, gate=gate, streams=streams, metrics=metrics)
@@ -229,7 +229,7 @@ def _add_operations(app: FastAPI, metrics: Metrics) -> None:
         ``--redis-url``, requests and responses summed over every worker)."""
         svc = services(request)
         own = await svc.fleet.render() if svc.fleet is not None else metrics.render()
-        text = own + svc.health.render()
+        text = own + gate_gauges(request.app.state.admission) + svc.health.render()
         return PlainTextResponse(text, media_type="text/plain; version=0.0.4")
 
 

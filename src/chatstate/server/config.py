@@ -58,6 +58,10 @@ class ServerConfig:
     max_in_flight: int = 64
     """Requests one process works on at once, gateway turns aside; more get 503 with
     ``Retry-After`` at once. 0 turns this bound off."""
+    min_in_flight: int = 4
+    """Where the bound on requests starts and the least it falls to: between this and
+    ``max_in_flight`` it follows how late the event loop runs (see
+    :mod:`chatstate.server.admission`). Equal to ``max_in_flight``: a fixed bound."""
     max_streams: int = 512
     """Gateway turns (``POST /v1/chat/completions``) one process serves at once, a stream
     counting while it streams; more get 503 with ``Retry-After``. 0 turns this bound off."""
@@ -72,6 +76,8 @@ class ServerConfig:
             raise ValidationError(
                 "max_in_flight and max_streams must be >= 0, upstream_max_connections >= 1"
             )
+        if self.min_in_flight < 1:
+            raise ValidationError("min_in_flight must be >= 1")
         if self.rate_per_second <= 0 or self.response_ttl_seconds <= 0:
             raise ValidationError("rate_per_second and response_ttl_seconds must be positive")
         if self.stream_flush_seconds < 0 or self.stream_flush_bytes < 1:
