@@ -9,7 +9,7 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 
 from chatstate.context.assemble import ContextPolicy, ContextRequest, SummaryInput, assemble
-from chatstate.context.tokens import REPLY_OVERHEAD, EstimateCounter, counter_for
+from chatstate.context.tokens import MESSAGE_OVERHEAD, REPLY_OVERHEAD, EstimateCounter, counter_for
 from chatstate.context.turns import group_turns
 from chatstate.errors import TooLarge
 from chatstate.model import Event, NewEvent, ToolCall
@@ -275,3 +275,32 @@ def test_partial_answers_are_marked_as_such() -> None:
         "The refund will be\n\n[This reply was cut off before it finished (incomplete).]"
     )
     assert out.manifest.used == tokens_of(out.messages)
+
+
+_LINE_ENDS = st.sampled_from(["", " ", "  \n", "\n", ".", "?!", "...", "\r", "\t", ":)", "/", "'s"])
+
+
+@settings(max_examples=300, deadline=None)
+@given(
+    texts=st.lists(st.tuples(st.text(max_size=80), _LINE_ENDS), min_size=1, max_size=12),
+    labels=st.lists(st.sampled_from(["2023-05-08", "8 May, 2023", None]), min_size=12),
+)
+def test_the_retrieved_section_costs_exactly_the_sum_of_its_lines(
+    texts: list[tuple[str, str]], labels: list[str | None]
+) -> None:
+    """The assembly never encodes the whole retrieved section: it adds its lines' counts.
+    That holds because each line after the header starts with ``[`` or ``(``, which no
+    pre-token of OpenAI's encodings joins to the newline before it."""
+    from chatstate.context.excerpts import excerpt_cost, excerpts
+
+    picked = [
+        (ev(i + 1, NewEvent.message("user" if i % 2 else "assistant", text + end)), 1.0)
+        for i, (text, end) in enumerate(texts)
+    ]
+    dates = {i + 1: label for i, label in enumerate(labels[: len(texts)]) if label is not None}
+    for model in ("gpt-4o", "gpt-4"):
+        count = counter_for(model).count
+        section = excerpts(picked, dates)
+        assert excerpt_cost(picked, dates, count) == count(section) + MESSAGE_OVERHEAD
+    rough = EstimateCounter().count  # the byte estimate: never under
+    assert excerpt_cost(picked, dates, rough) >= rough(excerpts(picked, dates)) + MESSAGE_OVERHEAD

@@ -65,11 +65,12 @@ def test_line_tokens_counts_each_indexed_message_once_and_nothing_else() -> None
 
     tokens = index.line_tokens(count, "chars")
     first = index.events[1]
-    assert tokens(first) == len(line(first)) == tokens(first)
-    assert texts == [line(first)]  # counted once, then kept
+    shown = line(first) + "\n"  # as the section lays it out
+    assert tokens(first) == len(shown) == tokens(first)
+    assert texts == [shown]  # counted once, then kept
     cut = dataclasses.replace(first, content="alpha")  # same seq, another text
     assert tokens(cut) is None
-    assert index.line_tokens(count, "chars")(first) == len(line(first)) and len(texts) == 1
+    assert index.line_tokens(count, "chars")(first) == len(shown) and len(texts) == 1
     assert index.line_tokens(lambda t: 1, "ones")(first) == 1  # another tokenizer: afresh
     assert index.line_counts == {1: 1}
 

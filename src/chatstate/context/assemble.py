@@ -36,11 +36,11 @@ from chatstate.context.excerpts import (
     MIN_LINE,
     Picked,
     cut,
-    date_line,
+    date_cost,
     excerpt_cost,
     excerpts,
     header_cost,
-    line,
+    line_cost,
     runs,
 )
 from chatstate.context.manifest import Manifest, SummaryUse
@@ -339,22 +339,20 @@ def _fill(
         seqs = set(turn.seqs)
         if any(e.seq in seqs for e, _ in picked):
             picked = [p for p in picked if p[0].seq not in seqs]
-            cost = excerpt_cost(picked, request.dates, count)
+            cost = excerpt_cost(picked, request.dates, count, request.line_tokens)
     recent.reverse()
     draft.reasons["recent"] = (
         f"{spent} tokens: the newest {len(recent)} of {len(turns)} turns "
         f"(first claim {first_claim}, then what retrieval left)"
     )
 
-    # Counting the joined text can differ from the sum of its parts: drop the weakest
-    # excerpts until the real count fits (the budget is a hard limit).
-    exact = 0
-    while picked:
-        exact = count(excerpts(picked, request.dates)) + MESSAGE_OVERHEAD
-        if spent + exact <= left:
-            break
+    # The section's count is the sum of its lines' as laid out (see excerpts()), found
+    # without encoding the section. Packing counted each date once; a date that comes
+    # back after another is shown again: drop the weakest excerpts while over.
+    exact = excerpt_cost(picked, request.dates, count, request.line_tokens)
+    while picked and spent + exact > left:
         picked.remove(min(picked, key=lambda p: (p[1], p[0].seq)))
-        exact = 0
+        exact = excerpt_cost(picked, request.dates, count, request.line_tokens)
     return recent, picked, spent, exact
 
 
@@ -380,9 +378,9 @@ def _pack(
             return False
         label = dates.get(event.seq)
         known = kept(event) if kept is not None else None
-        extra = (count(line(event)) if known is None else known) + 1
+        extra = line_cost(event, count) if known is None else known
         if label is not None and label not in labels:
-            extra += count(date_line(label)) + 1
+            extra += date_cost(label, count)
         if cost + extra > room:
             return False
         chosen[event.seq] = (event, score)

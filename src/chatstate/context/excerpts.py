@@ -19,11 +19,13 @@ __all__ = [
     "MIN_LINE",
     "Picked",
     "cut",
+    "date_cost",
     "date_line",
     "excerpt_cost",
     "excerpts",
     "header_cost",
     "line",
+    "line_cost",
     "runs",
 ]
 
@@ -90,18 +92,37 @@ HEADER = "Earlier messages relevant to the current one:"
 
 
 def header_cost(count: Callable[[str], int]) -> int:
-    return count(HEADER) + MESSAGE_OVERHEAD
+    """The section's message overhead and its header line."""
+    return count(HEADER + "\n") + MESSAGE_OVERHEAD
 
 
 def date_line(label: str) -> str:
     return f"({label})"
 
 
+def date_cost(label: str, count: Callable[[str], int]) -> int:
+    """Tokens of a date line in the section, its newline included."""
+    return count(date_line(label) + "\n")
+
+
 def line(event: Event) -> str:
     return f"[#{event.seq}] {event.role}: {event_text(event)}"
 
 
+def line_cost(event: Event, count: Callable[[str], int]) -> int:
+    """Tokens of a message's line in the section, its newline included."""
+    return count(line(event) + "\n")
+
+
 def excerpts(picked: Picked, dates: Mapping[int, str]) -> str:
+    """The retrieved section: a header, then each message's line in seq order, a date
+    line before each change of date; every line ends with a newline.
+
+    Every line after the header starts with ``[`` or ``(``, which no BPE pre-token of
+    OpenAI's encodings joins to the newline before it, so the section's token count is
+    exactly the sum of its lines' counts, newlines included (:func:`excerpt_cost`; a
+    property test checks it on o200k and cl100k). The assembly therefore never encodes
+    the whole section: at 10,000 bench turns that cost 1.1-1.6 ms a build."""
     lines = [HEADER]
     shown: str | None = None
     for event, _ in sorted(picked, key=lambda p: p[0].seq):
@@ -110,16 +131,28 @@ def excerpts(picked: Picked, dates: Mapping[int, str]) -> str:
             lines.append(date_line(label))
             shown = label
         lines.append(line(event))
-    return "\n".join(lines)
+    return "\n".join(lines) + "\n"
 
 
-def excerpt_cost(picked: Picked, dates: Mapping[int, str], count: Callable[[str], int]) -> int:
-    """An upper estimate of the retrieved section's tokens (checked exactly at the end)."""
+def excerpt_cost(
+    picked: Picked,
+    dates: Mapping[int, str],
+    count: Callable[[str], int],
+    kept: Callable[[Event], int | None] | None = None,
+) -> int:
+    """The retrieved section's tokens with its message overhead, its lines counted as
+    :func:`excerpts` lays them out: exact with OpenAI's encodings, an upper bound with the
+    byte estimator (its ceiling division is subadditive). ``kept`` gives a line's count
+    where one is known (``None`` where not)."""
     if not picked:
         return 0
-    labels = {dates[e.seq] for e, _ in picked if e.seq in dates}
-    return (
-        header_cost(count)
-        + sum(count(line(e)) + 1 for e, _ in picked)
-        + sum(count(date_line(label)) + 1 for label in labels)
-    )
+    total = header_cost(count)
+    shown: str | None = None
+    for event, _ in sorted(picked, key=lambda p: p[0].seq):
+        label = dates.get(event.seq)
+        if label is not None and label != shown:
+            total += date_cost(label, count)
+            shown = label
+        known = kept(event) if kept is not None else None
+        total += line_cost(event, count) if known is None else known
+    return total

@@ -23,7 +23,7 @@ from collections import OrderedDict
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
 
-from chatstate.context.excerpts import line
+from chatstate.context.excerpts import line_cost
 from chatstate.context.queries import date_mark
 from chatstate.context.retrieval import Retriever
 from chatstate.context.text import event_text
@@ -106,7 +106,7 @@ class SessionIndex:
     def line_tokens(
         self, count: Callable[[str], int], counter: str
     ) -> Callable[[Event], int | None]:
-        """``event -> tokens of its line`` (:func:`~chatstate.context.excerpts.line`) for
+        """``event -> tokens of its line`` (:func:`~chatstate.context.excerpts.line_cost`) for
         the messages this index holds, the very objects :meth:`hits` hands out (``None``
         for any other event: a message cut to its sentences), each counted once with
         ``count``, the tokenizer named ``counter``, and kept.
@@ -126,7 +126,7 @@ class SessionIndex:
                 return None
             known = counts.get(event.seq)
             if known is None:
-                known = counts[event.seq] = count(line(event))
+                known = counts[event.seq] = line_cost(event, count)
             return known
 
         return tokens
