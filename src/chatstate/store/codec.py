@@ -10,10 +10,12 @@ from __future__ import annotations
 
 import base64
 import binascii
+import dataclasses
 import hashlib
 import json
 from collections.abc import Mapping, Sequence
 from datetime import datetime
+from functools import lru_cache
 from typing import cast
 
 from chatstate.errors import TooLarge, ValidationError
@@ -165,6 +167,14 @@ def fingerprint(branch: str, encoded: Sequence[EncodedEvent]) -> str:
     return digest.hexdigest()
 
 
+DECODED_MEMO = 2048
+"""Decoded events the process keeps, by stored row (body and place in the log)."""
+_MEMO_BODY_MAX = 8192
+"""Bodies longer than this (bytes or characters) are decoded afresh, never kept: the memo
+holds at most :data:`DECODED_MEMO` x 8 KiB of text (about 5 MB on chat messages of
+600 characters)."""
+
+
 def decode_event(
     body: str | bytes | Mapping[str, JSONValue],
     *,
@@ -176,11 +186,52 @@ def decode_event(
 ) -> Event:
     """Rebuild an :class:`Event` from its stored body and its place in the log.
 
-    Never raises for what is stored: a body this code cannot use (not JSON, another schema
-    version, a wrong type in a field, an unknown kind or role) comes back as an
-    *unreadable* event (:func:`unreadable_event`) so that one bad row cannot brick a
-    session. Readers leave such events out and say why.
+        Never raises for what is stored: a body this code cannot use (not JSON, another schema
+        version, a wrong type in a field, an unknown kind or role) comes back as an
+        *unreadable* event (:func:`unreadable_event`) so that one bad row cannot brick a
+        session. Readers leave such events out and say why.
+
+        A stored row never changes (the log is append-only), so a row read again decodes to
+        the same event: rows up to 8 KiB are memoised by their body and place (each turn
+        reads its window again, and parsing and checking 50 events took about 1 ms of a
+        build); each call hands out its own copy of ``data`` and ``extra``, the event's only
+    mutable parts. An erased row is never served from here, since it
+        is only found again by reading that very row. A body given as a mapping (PostgreSQL's
+        ``jsonb``) is decoded each time.
     """
+    if isinstance(body, str | bytes) and len(body) <= _MEMO_BODY_MAX:
+        kept = _decode_memo(body, seq, branch, created_at, token_count, idempotency_key)
+        # Each reader gets its own ``data``, ``extra`` and content parts (the store hands
+        # out copies).
+        copy = dataclasses.replace(kept, data=_copied(kept.data), extra=_copied(kept.extra))
+        if isinstance(kept.content, tuple):
+            parts = tuple(_copied(part) for part in kept.content)
+            copy = dataclasses.replace(copy, content=parts)
+        return copy
+    return _decode(body, seq, branch, created_at, token_count, idempotency_key)
+
+
+def _copied(value: Mapping[str, JSONValue]) -> dict[str, JSONValue]:
+    """A fresh copy of a decoded JSON object, nested objects and arrays included."""
+    return {key: _copy(item) for key, item in value.items()}
+
+
+def _copy(value: JSONValue) -> JSONValue:
+    if isinstance(value, dict):
+        return {key: _copy(item) for key, item in value.items()}
+    if isinstance(value, list):
+        return [_copy(item) for item in value]
+    return value
+
+
+def _decode(
+    body: str | bytes | Mapping[str, JSONValue],
+    seq: int,
+    branch: str,
+    created_at: datetime,
+    token_count: int | None,
+    idempotency_key: str | None,
+) -> Event:
     try:
         doc = json.loads(body) if isinstance(body, str | bytes) else body
     except (ValueError, UnicodeError):
@@ -206,6 +257,9 @@ def decode_event(
         reason = "unknown role" if "role" in str(exc) else "unreadable"
         return unreadable_event(body, reason, str(exc).removeprefix("events[0]: "), *place)
     return event
+
+
+_decode_memo = lru_cache(maxsize=DECODED_MEMO)(_decode)
 
 
 def _event(
