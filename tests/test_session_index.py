@@ -159,3 +159,44 @@ async def test_a_worker_with_hundreds_of_sessions_keeps_them_warm(store: SQLiteS
         await engine.build(sid, f"what about m5 {sid}", tenant_id=T, budget=300)
     assert engine._indexes.evicted == 0 and len(engine._indexes) == 260
     assert counting.request_path() == {"read": 260, "get_state": 260}
+
+
+async def test_a_cold_build_reads_no_more_history_than_a_warm_one(store: SQLiteStore) -> None:
+    """A worker that restarts under a 10,000-event session: its first build reads what a
+    warm build reads and goes without a retrieved section, saying why; a background task
+    indexes the history, and the builds after it retrieve from all of it."""
+    await store.create_session(tenant_id=T, session_id="long")
+    filler = "shipping options and delivery windows for the area"
+    for start in range(0, 10_000, 100):
+        batch = [
+            NewEvent.message(
+                "user" if i % 2 == 0 else "assistant",
+                "my parcel code is ZX-48213" if i == 6 else f"{filler} {i}",
+            )
+            for i in range(start, start + 100)
+        ]
+        await store.append(tenant_id=T, session_id="long", events=batch)
+    counting = CountingStore(store)
+    engine = ContextEngine(
+        counting.store, auto_compact=False, retriever_factory=BM25Retriever.for_messages
+    )
+    question = "what was my parcel code ZX-48213 again?"
+
+    cold = await engine.build("long", question, tenant_id=T, budget=1500)
+    cold_read = counting.events_on_request_path()
+    assert "indexed in the background" in cold.manifest.reasons["retrieved"]
+    assert not cold.manifest.retrieved
+    await engine.drain()  # the background task indexes all 10,000
+    assert sum(n for n, task in counting.events_read if task.startswith("index-")) == 10_000
+
+    counting.reset()
+    warm = await engine.build("long", question, tenant_id=T, budget=1500)
+    assert cold_read <= counting.events_on_request_path() < 1000
+    assert 7 in [seq for turn in warm.manifest.retrieved for seq in turn.seqs]
+
+    # Erasing the session cancels indexing in flight: nothing of it comes back.
+    other = ContextEngine(store, retriever_factory=BM25Retriever.for_messages)
+    await other.build("long", question, tenant_id=T, budget=1500)
+    await other.forget(T, "long")
+    await other.drain()
+    assert ("acme", "long", "main") not in other._indexes

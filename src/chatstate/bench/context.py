@@ -6,8 +6,9 @@ temp SQLite file (synthetic chat, ~60 words a message, content words drawn from 
 engine keeps them in: a summary event covering everything but the newest 40 events. It
 then times ``ContextEngine.build`` with a fixed budget (window fixed, history growing),
 and prints the tokens sent against the tokens of the full history for the same session.
-The first build of each session (which indexes the history for retrieval once) is timed
-separately as the cold start.
+The first build of each session is timed separately as the cold start: it indexes the
+history itself up to 2,000 events, and past that leaves it to a background task and goes
+without a retrieved section (``indexed ms``: until that task has finished).
 """
 
 from __future__ import annotations
@@ -108,7 +109,7 @@ async def _run(sizes: list[int], builds: int, budget: int, retriever: str = "bm2
         # Compaction is a background cost: keep it out of the timed builds.
         engine = ContextEngine(store, auto_compact=False, retriever_factory=_factory(retriever))
         print(
-            f"\n{'events':>8} {'cold ms':>8} {'build p50 ms':>13} {'p99 ms':>8} "
+            f"\n{'events':>8} {'cold ms':>8} {'indexed ms':>11} {'build p50 ms':>13} {'p99 ms':>8} "
             f"{'tokens sent':>12} {'full history':>13} {'ratio':>7}"
         )
         medians = {}
@@ -119,6 +120,8 @@ async def _run(sizes: list[int], builds: int, budget: int, retriever: str = "bm2
             start = time.perf_counter()
             await engine.build(session, query, tenant_id=TENANT, budget=budget)
             cold = (time.perf_counter() - start) * 1e3
+            await engine.drain()  # a long history is indexed in the background
+            indexed = (time.perf_counter() - start) * 1e3
             samples = []
             for _ in range(builds):
                 start = time.perf_counter()
@@ -138,7 +141,8 @@ async def _run(sizes: list[int], builds: int, budget: int, retriever: str = "bm2
             medians[size] = p50
             sent = built.manifest.used
             print(
-                f"{size:>8,} {cold:>8.1f} {p50:>13.2f} {p99:>8.2f} {sent:>12,} {full:>13,} "
+                f"{size:>8,} {cold:>8.1f} {indexed:>11.1f} {p50:>13.2f} {p99:>8.2f} {sent:>12,} "
+                f"{full:>13,} "
                 f"{full / sent:>6.1f}x"
             )
         await store.close()

@@ -100,6 +100,9 @@ class ContextRequest:
     """Tokens of a retrieved message's line (:func:`line`) when the caller keeps them
     (the engine's index counts each once); counted here without it or when it gives
     ``None``."""
+    retrieval_note: str | None = None
+    """Why the caller retrieved nothing, when it knows (the manifest's
+    ``reasons["retrieved"]``)."""
 
 
 @dataclass(frozen=True, slots=True)
@@ -329,6 +332,8 @@ def _fill(
             f"{room} tokens offered, {cost} used: {len(picked)} messages "
             f"from {len(request.candidates)} candidates (at most {limit} hits)"
         )
+    elif request.retrieval_note:
+        draft.reasons["retrieved"] = request.retrieval_note
 
     # What retrieval left unused flows to the recent window.
     while index >= 0 and spent + turns[index].tokens <= left - cost:

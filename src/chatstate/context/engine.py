@@ -9,8 +9,15 @@ message too, so hits and their neighbours cost no read. The indexes of one engin
 within ``max_sessions`` (4,096) branches and ``max_index_bytes`` (512 MiB) of estimated
 memory, least recently used dropped first; :meth:`ContextEngine.forget` drops a
 session's. A *cold* build (the branch's first in this process, or its first after its
-index was dropped) reads the branch's history once to index it: the index is not kept in
-the store (see docs/benchmarks.md, issue 12). The decisions are made by the pure
+index was dropped) needs the branch's history indexed once: the index is not kept in the
+store (see docs/benchmarks.md, issue 12). Up to ``cold_inline`` (2,000) events before its
+window, the build reads and indexes them itself; past that, it starts a background task
+that does (reading pages, indexing 128 messages at a time and yielding to the event loop
+between) and goes on without a retrieved section, which the manifest's
+``reasons["retrieved"]`` says; the builds after the task has finished retrieve as usual.
+So no build reads more than ``cold_inline`` events of history, and a worker that restarts
+under long sessions answers their first turns at a warm build's cost (measured in
+docs/benchmarks.md, fourth session). The decisions are made by the pure
 :func:`assemble`.
 
 Compaction runs off the request path: when turns no longer fit, the engine schedules a
@@ -122,9 +129,12 @@ class ContextEngine:
         max_index_bytes: int = DEFAULT_MAX_BYTES,
         count_model: str = "gpt-4o",
         auto_compact: bool = True,
+        cold_inline: int = 2000,
     ) -> None:
         if not 0 < compact_to < 1 or tail_limit < 10:
             raise ValidationError("compact_to must be in (0, 1) and tail_limit at least 10")
+        if cold_inline < 0:
+            raise ValidationError("cold_inline must be >= 0")
         self.store = store
         self.summariser = summariser or _default_summariser()
         self.policy = policy or ContextPolicy()
@@ -142,6 +152,10 @@ class ContextEngine:
         """Stored token counts are counted with this model's tokenizer."""
         self._indexes = IndexCache(max_sessions, max_index_bytes)
         """The retrieval index of each branch in use, bounded in count and bytes."""
+        self._cold_inline = cold_inline
+        """Events before the window a cold build indexes itself; more go to the background."""
+        self._warming: dict[_Key, asyncio.Task[None]] = {}
+        """Background tasks indexing a branch's history (see the module docstring)."""
         self._prefixes: OrderedDict[tuple[str, str, str, str], tuple[str, ...]] = OrderedDict()
         self._tasks: dict[_Key, asyncio.Task[None]] = {}
         self._window_sizes: OrderedDict[_Key, int] = OrderedDict()
@@ -253,10 +267,20 @@ class ContextEngine:
         candidates: list[tuple[Turn, float]] = []
         near: dict[int, tuple[Event, ...]] = {}
         dates: dict[int, str] = {}
+        note: str | None = None
         if current is not None and (
             summary is not None or uncovered is not None or _tokens(tail) > budget // 2
         ):
-            candidates, near, dates = await self._retrieve(key, events, event_text(current), policy)
+            if self._cold(key, events):
+                note = (
+                    f"none: this branch's {events[0].seq - 1} earlier events are being "
+                    "indexed in the background (its first build in this process); the "
+                    "builds after that retrieve"
+                )
+            else:
+                candidates, near, dates = await self._retrieve(
+                    key, events, event_text(current), policy
+                )
         prefix_key = (*key, model)
         request = ContextRequest(
             model=model,
@@ -273,6 +297,7 @@ class ContextEngine:
             neighbours=near,
             dates=dates,
             line_tokens=self._line_tokens(key, model) if candidates else None,
+            retrieval_note=note,
         )
         out = assemble(request, policy, count)
         self._remember(self._prefixes, prefix_key, out.manifest.prefix_hashes)
@@ -386,6 +411,38 @@ class ContextEngine:
         if first is not None:
             self._remember(self._systems, key, text)
         return (None, tail) if text is None else (text, [e for e in tail if e.seq != 1])
+
+    def _cold(self, key: _Key, window: list[Event]) -> bool:
+        """Whether ``key`` has no index and more history before ``window`` than a build
+        indexes itself; if so, a background task indexes it (once)."""
+        if key in self._indexes or not window or window[0].seq - 1 <= self._cold_inline:
+            return False
+        if key not in self._warming:
+            task = asyncio.create_task(self._warm(key), name=f"index-{key[1]}-{key[2]}")
+            self._warming[key] = task
+            task.add_done_callback(lambda t: self._warmed(key, t))
+        return True
+
+    async def _warm(self, key: _Key) -> None:
+        """Index ``key``'s whole log, a page at a time, yielding between chunks."""
+        index = SessionIndex(self._retriever_factory())
+        after = 0
+        while page := await self.store.read(
+            tenant_id=key[0], session_id=key[1], branch=key[2], after_seq=after, limit=1000
+        ):
+            for start in range(0, len(page), _WARM_CHUNK):
+                docs = index.documents(page[start : start + _WARM_CHUNK])
+                if docs:
+                    await _off_loop(index.retriever, index.retriever.add, docs)
+                await asyncio.sleep(0)  # the event loop serves other requests meanwhile
+            after = page[-1].seq
+        self._indexes.put(key, index)
+
+    def _warmed(self, key: _Key, task: asyncio.Task[None]) -> None:
+        self._warming.pop(key, None)
+        if not task.cancelled() and (exc := task.exception()) is not None:
+            # The next build of the branch tries again; its builds meanwhile go without.
+            log.warning("indexing %s in the background failed: %r", key[1], exc)
 
     async def _retrieve(
         self, key: _Key, window: list[Event], query: str, policy: ContextPolicy
@@ -544,19 +601,30 @@ class ContextEngine:
             del self._window_sizes[wkey]
         for mkey in [k for k in self._marks if k[:2] == (tenant_id, session_id)]:
             del self._marks[mkey]
-        doomed = [t for k, t in self._tasks.items() if k[:2] == (tenant_id, session_id)]
+        doomed = [
+            t
+            for k, t in [*self._tasks.items(), *self._warming.items()]
+            if k[:2] == (tenant_id, session_id)
+        ]
         for task in doomed:
             task.cancel()
         if doomed:
             await asyncio.gather(*doomed, return_exceptions=True)
 
     async def drain(self) -> None:
-        """Wait for the compactions scheduled so far (tests, shutdown)."""
-        while self._tasks:
-            await asyncio.gather(*list(self._tasks.values()), return_exceptions=True)
+        """Wait for the compactions and background indexing scheduled so far (tests,
+        shutdown)."""
+        while self._tasks or self._warming:
+            pending = [*self._tasks.values(), *self._warming.values()]
+            await asyncio.gather(*pending, return_exceptions=True)
 
     async def aclose(self) -> None:
         await self.drain()
+
+
+_WARM_CHUNK = 128
+"""Messages a background indexing task adds between two yields to the event loop (BM25
+indexes one in about 0.2 ms on the project's machine: a pause of about 25 ms at most)."""
 
 
 async def _off_loop(

@@ -185,6 +185,9 @@ class IndexCache:
     def __bool__(self) -> bool:
         return bool(self._items)
 
+    def __contains__(self, key: object) -> bool:
+        return key in self._items
+
     @property
     def size(self) -> int:
         """Estimated bytes held by every index (as of each one's last :meth:`put`)."""

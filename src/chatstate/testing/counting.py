@@ -2,7 +2,8 @@
 
 ``CountingStore(store)`` forwards every call to ``store`` and records the method and the
 name of the asyncio task that made it. Background work names its tasks (the context
-engine's compactions ``compact-...``, the gateway's after-turn work ``after-turn-...``),
+engine's compactions ``compact-...`` and background indexing ``index-...``, the gateway's
+after-turn work ``after-turn-...``),
 so a turn's calls split into its request path and the work it leaves behind. Give it to
 code that wants a :class:`~chatstate.store.protocol.Store` with ``counting.store``.
 
@@ -21,7 +22,7 @@ from chatstate.store.protocol import Store
 
 __all__ = ["BACKGROUND_TASKS", "CountingStore"]
 
-BACKGROUND_TASKS = ("compact-", "after-turn-")
+BACKGROUND_TASKS = ("compact-", "after-turn-", "index-")
 """Prefixes of the task names whose store calls are background work."""
 
 
@@ -30,6 +31,8 @@ class CountingStore:
         self.inner = inner
         self.calls: list[tuple[str, str]] = []
         """(method, task name), in the order made."""
+        self.events_read: list[tuple[int, str]] = []
+        """(events returned, task name) of each read."""
 
     @property
     def store(self) -> Store:
@@ -45,13 +48,25 @@ class CountingStore:
         @functools.wraps(call)
         async def counted(*args: object, **kwargs: object) -> object:
             task = asyncio.current_task()
-            self.calls.append((name, task.get_name() if task is not None else ""))
-            return await call(*args, **kwargs)
+            who = task.get_name() if task is not None else ""
+            self.calls.append((name, who))
+            result = await call(*args, **kwargs)
+            if name in ("read", "read_last"):
+                self.events_read.append((len(cast(list[object], result)), who))
+            elif name == "read_ranges":
+                pages = cast(list[list[object]], result)
+                self.events_read.append((sum(len(page) for page in pages), who))
+            return result
 
         return counted
 
     def reset(self) -> None:
         self.calls.clear()
+        self.events_read.clear()
+
+    def events_on_request_path(self) -> int:
+        """Events returned by reads made outside background tasks."""
+        return sum(n for n, task in self.events_read if not task.startswith(BACKGROUND_TASKS))
 
     def request_path(self) -> Counter[str]:
         """Calls made outside background tasks, by method."""
