@@ -162,11 +162,17 @@ def message_retriever(dense: Retriever | None = None) -> Retriever:
 
 def fused_for_messages(dense: Retriever) -> FusedRetriever:
     """BM25 (:meth:`BM25Retriever.for_messages`) and ``dense`` fused by normalised scores,
-    0.7 and 0.3: the context engine's retriever when the extra is installed."""
+    0.7 and 0.3: the context engine's retriever when the extra is installed. ``dense``
+    indexes the messages without their speaker labels
+    (:class:`~chatstate.context.speakers.WithoutLabels`); BM25 keeps them."""
     from chatstate.context.bm25 import BM25Retriever  # noqa: PLC0415 - no cycle at import
+    from chatstate.context.speakers import WithoutLabels  # noqa: PLC0415
 
     return FusedRetriever(
-        [BM25Retriever.for_messages(), dense], fusion="score", weights=(0.7, 0.3), depth=200
+        [BM25Retriever.for_messages(), WithoutLabels(dense)],
+        fusion="score",
+        weights=(0.7, 0.3),
+        depth=200,
     )
 
 
