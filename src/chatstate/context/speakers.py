@@ -108,20 +108,34 @@ class SpeakerBoost:
 
 
 class WithoutLabels:
-    """``inner`` indexing each message without its label (:func:`unlabelled`); queries
-    are passed on as they are. Meant for a dense retriever fused with a lexical one."""
+    """``inner`` seeing what was said, not who said it: each message is indexed without
+    its label (:func:`unlabelled`), and a query without the words that name a speaker
+    of the indexed messages (``"What did Caroline paint?"`` asks ``inner`` "What did
+    paint?"; a query left empty goes as it was). Meant for a dense retriever fused with a
+    lexical one, which keeps the names."""
 
     def __init__(self, inner: Retriever) -> None:
         self._inner = inner
         self.blocking = bool(getattr(inner, "blocking", False))
+        self._words: set[str] = set()
+        """The words of every speaker's name, lowercased."""
+        self._pattern: re.Pattern[str] | None = None
 
     def __len__(self) -> int:
         return len(self._inner)
 
     def add(self, docs: Sequence[tuple[int, str]]) -> None:
         self._inner.add([(doc_id, unlabelled(text)) for doc_id, text in docs])
+        words = {w for _, text in docs if (name := speaker_of(text)) for w in name.split()}
+        if not words <= self._words:
+            self._words |= words
+            alternatives = "|".join(sorted(map(re.escape, self._words)))
+            self._pattern = re.compile(rf"\b(?:{alternatives})(?:['\u2019]s?)?(?!\w)", re.I)
 
     def search(
         self, query: str, *, k: int, exclude: Collection[int] = ()
     ) -> list[tuple[int, float]]:
+        if self._pattern is not None:
+            rest = " ".join(self._pattern.sub(" ", query).split())
+            query = rest if rest.strip(" ?.!,'\u2019") else query
         return self._inner.search(query, k=k, exclude=exclude)
