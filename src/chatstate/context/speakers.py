@@ -13,12 +13,15 @@ BM25's recall from 0.738 to 0.762 (boost 0.2: 0.742, 0.5: 0.750, 1: 0.756, 4: 0.
 the fused retriever's from 0.766 to 0.781.
 
 :class:`WithoutLabels` is the other half, for a dense retriever: it indexes each message
-without its label (:func:`unlabelled`), so that a sentence embedding carries what was said
-rather than who said it and when. With the label, every message of a speaker shares the
-name, and a question that names them comes close to all of them alike; the lexical side
-and :class:`SpeakerBoost` already handle names. On LoCoMo (BM25 fused with MiniLM, 0.7 and
-0.3) the evidence found in the top 40 went from 0.797 to 0.822, while MiniLM on its own
-fell from 0.615 to 0.495: the dense list became the complement of the lexical one.
+without its label (:func:`unlabelled`) and asks without the speakers' names, so that a
+sentence embedding compares what was said rather than who said it. With the label, every
+message of a speaker shares the name, and a question that names them comes close to all
+of them alike; the lexical side and :class:`SpeakerBoost` already handle names. On LoCoMo
+(BM25 fused with MiniLM, 0.7 and 0.3) the evidence in the retriever's first 40 hits went
+from 0.797 to 0.822 with the labels dropped and to 0.842 with the names dropped from the
+query too, while MiniLM on its own fell from 0.615 to 0.495: the dense list became the
+complement of the lexical one. The engine's recall at 2,000 tokens went from 0.793 to
+0.830 (0.854 to 0.883 at 4,000).
 """
 
 from __future__ import annotations
