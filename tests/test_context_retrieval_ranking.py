@@ -15,7 +15,13 @@ from chatstate.context.embeddings import (
     message_retriever,
 )
 from chatstate.context.feedback import Feedback, expansion
-from chatstate.context.speakers import SpeakerBoost, named_in, speaker_of
+from chatstate.context.speakers import (
+    SpeakerBoost,
+    WithoutLabels,
+    named_in,
+    speaker_of,
+    unlabelled,
+)
 
 CONVERSATION = [
     (1, "Ann: I started pottery classes at the studio downtown."),
@@ -186,6 +192,47 @@ def test_speaker_of_and_named_in() -> None:
     assert speaker_of("the plan: go") is None
     assert named_in("What has Melanie painted, and Caroline\u2019s dog?") >= {"melanie", "caroline"}
     assert named_in("what has she painted?") == frozenset()
+
+
+def test_unlabelled_drops_the_speaker_and_date_at_the_head() -> None:
+    assert unlabelled("[8 May, 2023] Jon Snow: we went to Florida") == "we went to Florida"
+    assert unlabelled("Melanie: I painted a sunrise.") == "I painted a sunrise."
+    assert unlabelled("I said: no") == "I said: no"  # no speaker label
+    assert unlabelled("[8 May, 2023] hello") == "[8 May, 2023] hello"
+    assert unlabelled("Ann: ") == "Ann: "  # nothing after the label: kept whole
+
+
+def test_without_labels_indexes_what_was_said_and_passes_queries_on() -> None:
+    seen: list[str] = []
+
+    class Recorder(BM25Retriever):
+        def add(self, docs: Sequence[tuple[int, str]]) -> None:
+            seen.extend(text for _, text in docs)
+            super().add(docs)
+
+    dense = WithoutLabels(Recorder())
+    dense.add([(1, "[8 May, 2023] Ann: a vacation in Florida"), (2, "plain text")])
+    assert seen == ["a vacation in Florida", "plain text"]
+    assert len(dense) == 2
+    assert _ids(dense.search("Florida", k=2)) == [1]
+    assert _ids(dense.search("florida", k=2)) == [1]
+    # A speaker's name leaves the query (the label was not indexed: it would match nothing).
+    queries: list[str] = []
+
+    class Asked(BM25Retriever):
+        def search(
+            self, query: str, *, k: int, exclude: Collection[int] = ()
+        ) -> list[tuple[int, float]]:
+            queries.append(query)
+            return super().search(query, k=k, exclude=exclude)
+
+    names = WithoutLabels(Asked())
+    names.add([(1, "[8 May, 2023] Jon Snow: a vacation in Florida"), (2, "Ann: hi")])
+    for question in ("Where did Jon\u2019s family go, Ann?", "Snow?", "Who is Annie?"):
+        names.search(question, k=1)
+    assert queries == ["Where did family go, ?", "Snow?", "Who is Annie?"]
+    with pytest.raises(ValueError, match="increasing"):
+        dense.add([(2, "Ann: again")])
 
 
 def test_speaker_boost_lifts_what_the_named_speaker_said() -> None:

