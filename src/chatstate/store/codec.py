@@ -186,29 +186,28 @@ def decode_event(
 ) -> Event:
     """Rebuild an :class:`Event` from its stored body and its place in the log.
 
-        Never raises for what is stored: a body this code cannot use (not JSON, another schema
-        version, a wrong type in a field, an unknown kind or role) comes back as an
-        *unreadable* event (:func:`unreadable_event`) so that one bad row cannot brick a
-        session. Readers leave such events out and say why.
+    Never raises for what is stored: a body this code cannot use (not JSON, another schema
+    version, a wrong type in a field, an unknown kind or role) comes back as an
+    *unreadable* event (:func:`unreadable_event`) so that one bad row cannot brick a
+    session. Readers leave such events out and say why.
 
-        A stored row never changes (the log is append-only), so a row read again decodes to
-        the same event: rows up to 8 KiB are memoised by their body and place (each turn
-        reads its window again, and parsing and checking 50 events took about 1 ms of a
-        build); each call hands out its own copy of ``data`` and ``extra``, the event's only
-    mutable parts. An erased row is never served from here, since it
-        is only found again by reading that very row. A body given as a mapping (PostgreSQL's
-        ``jsonb``) is decoded each time.
+    A stored row never changes (the log is append-only), so a row read again decodes to
+    the same event: rows up to 8 KiB are memoised by their body and place (each turn
+    reads its window again, and parsing and checking 50 events took about 1 ms of a
+    build); each call hands out its own copy of ``data``, ``extra`` and content parts,
+    the event's only mutable parts. An erased row is never served from here, since it is
+    only found again by reading that very row. A body given as a mapping (PostgreSQL's
+    ``jsonb``) is decoded each time.
     """
-    if isinstance(body, str | bytes) and len(body) <= _MEMO_BODY_MAX:
-        kept = _decode_memo(body, seq, branch, created_at, token_count, idempotency_key)
-        # Each reader gets its own ``data``, ``extra`` and content parts (the store hands
-        # out copies).
-        copy = dataclasses.replace(kept, data=_copied(kept.data), extra=_copied(kept.extra))
-        if isinstance(kept.content, tuple):
-            parts = tuple(_copied(part) for part in kept.content)
-            copy = dataclasses.replace(copy, content=parts)
-        return copy
-    return _decode(body, seq, branch, created_at, token_count, idempotency_key)
+    place = (seq, branch, created_at, token_count, idempotency_key)
+    if not isinstance(body, str | bytes) or len(body) > _MEMO_BODY_MAX:
+        return _decode(body, place)
+    kept = _decode_memo(body, place)
+    # Each reader gets its own data, extra and content parts (the store hands out copies).
+    copy = dataclasses.replace(kept, data=_copied(kept.data), extra=_copied(kept.extra))
+    if isinstance(kept.content, tuple):
+        copy = dataclasses.replace(copy, content=tuple(_copied(part) for part in kept.content))
+    return copy
 
 
 def _copied(value: Mapping[str, JSONValue]) -> dict[str, JSONValue]:
@@ -224,19 +223,15 @@ def _copy(value: JSONValue) -> JSONValue:
     return value
 
 
-def _decode(
-    body: str | bytes | Mapping[str, JSONValue],
-    seq: int,
-    branch: str,
-    created_at: datetime,
-    token_count: int | None,
-    idempotency_key: str | None,
-) -> Event:
+_Place = tuple[int, str, datetime, int | None, str | None]
+"""(seq, branch, created_at, token_count, idempotency_key): a stored row's place."""
+
+
+def _decode(body: str | bytes | Mapping[str, JSONValue], place: _Place) -> Event:
     try:
         doc = json.loads(body) if isinstance(body, str | bytes) else body
     except (ValueError, UnicodeError):
         doc = None
-    place = (seq, branch, created_at, token_count, idempotency_key)
     if not isinstance(doc, Mapping):
         return unreadable_event(body, "unreadable", "not a JSON object", *place)
     version = doc.get("v")
@@ -264,7 +259,7 @@ _decode_memo = lru_cache(maxsize=DECODED_MEMO)(_decode)
 
 def _event(
     doc: Mapping[str, JSONValue],
-    place: tuple[int, str, datetime, int | None, str | None],
+    place: _Place,
 ) -> Event:
     seq, branch, created_at, token_count, idempotency_key = place
     content = doc.get("content")
