@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import dataclasses
 import re
-from collections.abc import Callable, Mapping
+from collections.abc import Callable, Iterator, Mapping
 from functools import lru_cache
 
 from chatstate.context.bm25 import tokenize
@@ -124,14 +124,21 @@ def excerpts(picked: Picked, dates: Mapping[int, str]) -> str:
     property test checks it on o200k and cl100k). The assembly therefore never encodes
     the whole section: at 10,000 bench turns that cost 1.1-1.6 ms a build."""
     lines = [HEADER]
+    for event, label in _layout(picked, dates):
+        lines.append(line(event) if label is None else date_line(label))
+    return "\n".join(lines) + "\n"
+
+
+def _layout(picked: Picked, dates: Mapping[int, str]) -> Iterator[tuple[Event, str | None]]:
+    """The section's lines after the header, in order: ``(event, label)`` for a date line
+    shown before ``event``, then ``(event, None)`` for the event's own line."""
     shown: str | None = None
     for event, _ in sorted(picked, key=lambda p: p[0].seq):
         label = dates.get(event.seq)
         if label is not None and label != shown:
-            lines.append(date_line(label))
+            yield event, label
             shown = label
-        lines.append(line(event))
-    return "\n".join(lines) + "\n"
+        yield event, None
 
 
 def excerpt_cost(
@@ -147,12 +154,10 @@ def excerpt_cost(
     if not picked:
         return 0
     total = header_cost(count)
-    shown: str | None = None
-    for event, _ in sorted(picked, key=lambda p: p[0].seq):
-        label = dates.get(event.seq)
-        if label is not None and label != shown:
+    for event, label in _layout(picked, dates):
+        if label is not None:
             total += date_cost(label, count)
-            shown = label
+            continue
         known = kept(event) if kept is not None else None
         total += line_cost(event, count) if known is None else known
     return total
