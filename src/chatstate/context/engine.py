@@ -32,7 +32,7 @@ from __future__ import annotations
 import asyncio
 import logging
 from collections import OrderedDict
-from collections.abc import Callable, Mapping, Sequence
+from collections.abc import AsyncIterator, Callable, Mapping, Sequence
 from dataclasses import dataclass, replace
 from datetime import datetime
 from functools import lru_cache
@@ -426,16 +426,12 @@ class ContextEngine:
     async def _warm(self, key: _Key) -> None:
         """Index ``key``'s whole log, a page at a time, yielding between chunks."""
         index = SessionIndex(self._retriever_factory())
-        after = 0
-        while page := await self.store.read(
-            tenant_id=key[0], session_id=key[1], branch=key[2], after_seq=after, limit=1000
-        ):
+        async for page in self._pages(key, 0, None):
             for start in range(0, len(page), _WARM_CHUNK):
                 docs = index.documents(page[start : start + _WARM_CHUNK])
                 if docs:
                     await _off_loop(index.retriever, index.retriever.add, docs)
                 await asyncio.sleep(0)  # the event loop serves other requests meanwhile
-            after = page[-1].seq
         self._indexes.put(key, index)
 
     def _warmed(self, key: _Key, task: asyncio.Task[None]) -> None:
@@ -573,7 +569,10 @@ class ContextEngine:
             )
 
     async def _read_span(self, key: _Key, after: int, before: int) -> list[Event]:
-        out: list[Event] = []
+        return [event async for page in self._pages(key, after, before) for event in page]
+
+    async def _pages(self, key: _Key, after: int, before: int | None) -> AsyncIterator[list[Event]]:
+        """``key``'s events after ``after`` (and before ``before``), in pages of 1,000."""
         while page := await self.store.read(
             tenant_id=key[0],
             session_id=key[1],
@@ -582,9 +581,8 @@ class ContextEngine:
             before_seq=before,
             limit=1000,
         ):
-            out += page
+            yield page
             after = page[-1].seq
-        return out
 
     async def forget(self, tenant_id: str, session_id: str) -> None:
         """Drop everything this engine holds in memory about a session (its retrieval
